@@ -1,0 +1,208 @@
+//! Checkpoints in Hugging Face layout: finding the files of a model folder, reading the
+//! weights, and building the classifier from them.
+
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::model::{BertClassifier, LoadReport, ModelParams, ParamStore};
+use crate::tokenize::{TextEncoder, TokenizerFiles};
+
+pub use source::{resolve, HubSettings, ModelFolder};
+
+/// The catbert metadata file written beside a fine-tuned checkpoint.
+pub const META_FILE: &str = "catbert.json";
+
+/// A model folder whose required files have been found and whose config has been parsed.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: BertConfig,
+    /// `config.json` as read, so saving keeps keys we do not interpret.
+    pub raw_config: Value,
+    pub weight_files: Vec<PathBuf>,
+    pub tokenizer_files: TokenizerFiles,
+    /// `catbert.json`, when this checkpoint was written by catbert.
+    pub meta: Option<Value>,
+}
+
+/// A classifier ready to run, with its class names.
+pub struct LoadedClassifier {
+    pub model: BertClassifier,
+    pub labels: Vec<String>,
+    pub params: ModelParams,
+    pub report: LoadReport,
+}
+
+impl Checkpoint {
+    /// Find config, weights and tokenizer in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let not_model = |reason: &str| Error::NotAModel {
+            path: dir.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if !dir.is_dir() {
+            return Err(Error::FileNotFound {
+                path: dir.to_path_buf(),
+            });
+        }
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(not_model("no config.json"));
+        }
+        let (config, raw_config) = BertConfig::from_file(&config_path)?;
+        let weight_files = if dir.join("model.safetensors").is_file() {
+            vec![dir.join("model.safetensors")]
+        } else if dir.join("model.safetensors.index.json").is_file() {
+            source::shard_files(&dir.join("model.safetensors.index.json"))?
+                .into_iter()
+                .map(|f| dir.join(f))
+                .collect()
+        } else if dir.join("pytorch_model.bin").is_file() {
+            return Err(not_model(
+                "only pytorch_model.bin found; catbert reads safetensors (convert with transformers: model.save_pretrained(dir, safe_serialization=True))",
+            ));
+        } else {
+            return Err(not_model("no model.safetensors"));
+        };
+        let tokenizer_files = TokenizerFiles::in_folder(dir)
+            .ok_or_else(|| not_model("no tokenizer.json or vocab.txt"))?;
+        let meta_path = dir.join(META_FILE);
+        let meta = if meta_path.is_file() {
+            let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
+                path: meta_path.clone(),
+                source,
+            })?;
+            Some(serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+                path: meta_path.clone(),
+                reason: format!("invalid JSON: {e}"),
+            })?)
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            raw_config,
+            weight_files,
+            tokenizer_files,
+            meta,
+        })
+    }
+
+    /// A string field of `catbert.json` (e.g. `text_column`).
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.meta.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The tokenizer, truncating at `min(max_len, max_position_embeddings)`.
+    pub fn text_encoder(&self, max_len: usize) -> Result<TextEncoder> {
+        let max_len = max_len.min(self.config.max_position_embeddings);
+        TextEncoder::load(&self.tokenizer_files, max_len, self.config.vocab_size)
+    }
+
+    /// Every tensor of every weights file, on the CPU, keyed by the file's names.
+    pub fn read_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut all = HashMap::new();
+        for path in &self.weight_files {
+            let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => Error::FileNotFound { path: path.clone() },
+                _ => Error::Io {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+            // Validate the header ourselves first: its error names the problem plainly.
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::CorruptWeights {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let tensors =
+                candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+                    Error::CorruptWeights {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            all.extend(tensors);
+        }
+        Ok(all)
+    }
+
+    /// The fine-tuned classifier for inference: every tensor must be present and fit the config.
+    pub fn load_classifier(&self, device: &Device, dtype: DType) -> Result<LoadedClassifier> {
+        let tensors = self.read_tensors()?;
+        let weights_path = self.weight_files[0].clone();
+        let num_labels = match tensors.get("classifier.weight") {
+            Some(w) => w.dim(0).map_err(|e| Error::CorruptWeights {
+                path: weights_path.clone(),
+                reason: e.to_string(),
+            })?,
+            None => {
+                return Err(Error::NotAModel {
+                    path: self.dir.clone(),
+                    reason: "no classifier.* tensors: this is a base model, not a fine-tuned classifier (fine-tune it first with `catbert finetune`)".into(),
+                })
+            }
+        };
+        let labels = if self.config.id2label.len() == num_labels {
+            self.config.id2label.clone()
+        } else if self.config.id2label.is_empty() {
+            (0..num_labels).map(|i| format!("LABEL_{i}")).collect()
+        } else {
+            return Err(Error::BadConfig {
+                path: self.dir.join("config.json"),
+                reason: format!(
+                    "id2label names {} classes but classifier.weight has {num_labels} rows",
+                    self.config.id2label.len()
+                ),
+            });
+        };
+        let loaded = self.build(tensors, device, dtype, num_labels, false, 0)?;
+        if let Some(issue) = loaded.report.mismatched.first() {
+            return Err(Error::ShapeMismatch {
+                path: weights_path,
+                name: issue.name.clone(),
+                found: issue.found.clone(),
+                expected: issue.expected.clone(),
+            });
+        }
+        if !loaded.report.missing.is_empty() {
+            return Err(Error::MissingTensors {
+                path: weights_path,
+                names: loaded.report.missing.join(", "),
+            });
+        }
+        Ok(LoadedClassifier { labels, ..loaded })
+    }
+
+    fn build(
+        &self,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+        num_labels: usize,
+        trainable: bool,
+        seed: u64,
+    ) -> Result<LoadedClassifier> {
+        let store = ParamStore::new(tensors, device, dtype, trainable, seed);
+        let model = BertClassifier::load(&store, &self.config, num_labels).map_err(|source| {
+            Error::Candle {
+                context: format!("building the model from {}", self.dir.display()),
+                source,
+            }
+        })?;
+        let (params, report) = store.finish();
+        Ok(LoadedClassifier {
+            model,
+            labels: Vec::new(),
+            params,
+            report,
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! `--model`: a local folder in Hugging Face layout, or a Hub id resolved through hf-hub into
+//! the standard cache. `HF_HUB_OFFLINE=1` means the cache only; `HF_TOKEN` authenticates.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::error::{Error, Result};
+
+/// Files a model folder may hold, in the order we look for them. Only `config.json` and one
+/// weights file and one tokenizer are required.
+const REQUIRED: &[&str] = &["config.json"];
+const WEIGHTS: &[&str] = &["model.safetensors", "model.safetensors.index.json"];
+const TOKENIZERS: &[&str] = &["tokenizer.json", "vocab.txt"];
+const OPTIONAL: &[&str] = &[
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "catbert.json",
+];
+
+/// How the Hub is reached, read from the environment a user sets for `huggingface_hub`.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    pub token: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl HubSettings {
+    /// `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`; `HF_HUB_OFFLINE`;
+    /// `HF_TOKEN` (else the token file hf-hub knows); `HF_ENDPOINT`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cache_dir = var("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| var("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+            .unwrap_or_else(|| Cache::default().path().clone());
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        Self {
+            cache_dir,
+            offline,
+            token: var("HF_TOKEN"),
+            endpoint: var("HF_ENDPOINT"),
+        }
+    }
+}
+
+/// A model folder on disk, and where it came from (for logs and `catbert.json`).
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub origin: String,
+}
+
+/// Resolve `spec` (a folder, or `org/name[@revision]`) to a local folder.
+pub fn resolve(spec: &str, hub: &HubSettings) -> Result<ModelFolder> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(ModelFolder {
+            dir: path.to_path_buf(),
+            origin: spec.to_string(),
+        });
+    }
+    if !looks_like_hub_id(spec) {
+        return Err(Error::FileNotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let (id, revision) = match spec.split_once('@') {
+        Some((id, rev)) => (id, rev),
+        None => (spec, "main"),
+    };
+    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
+    let dir = if hub.offline {
+        from_cache(id, revision, &repo, hub)?
+    } else {
+        download(id, &repo, hub)?
+    };
+    Ok(ModelFolder {
+        dir,
+        origin: format!("hf://{id}@{revision}"),
+    })
+}
+
+/// `name` or `org/name`, optionally `@revision`: no path separators beyond one slash, and not
+/// something that is obviously a path.
+fn looks_like_hub_id(spec: &str) -> bool {
+    let id = spec.split('@').next().unwrap_or("");
+    !id.is_empty()
+        && id.matches('/').count() <= 1
+        && !id.starts_with(['.', '/', '~'])
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+fn from_cache(id: &str, revision: &str, repo: &Repo, hub: &HubSettings) -> Result<PathBuf> {
+    let cached = Cache::new(hub.cache_dir.clone()).repo(repo.clone());
+    let not_cached = || Error::NotInCacheOffline {
+        id: id.to_string(),
+        revision: revision.to_string(),
+        cache: hub.cache_dir.clone(),
+    };
+    let config = cached.get("config.json").ok_or_else(not_cached)?;
+    // Everything of one revision sits in one snapshot folder.
+    let dir = config.parent().ok_or_else(not_cached)?.to_path_buf();
+    Ok(dir)
+}
+
+fn download(id: &str, repo: &Repo, hub: &HubSettings) -> Result<PathBuf> {
+    let hub_err = |reason: String| Error::Hub {
+        id: id.to_string(),
+        reason,
+    };
+    let mut builder =
+        ApiBuilder::from_cache(Cache::new(hub.cache_dir.clone())).with_progress(false);
+    if let Some(token) = &hub.token {
+        builder = builder.with_token(Some(token.clone()));
+    }
+    if let Some(endpoint) = &hub.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
+    let api = builder.build().map_err(|e| hub_err(e.to_string()))?;
+    let api = api.repo(repo.clone());
+    // hf-hub answers from the cache when the file is there and only downloads what is missing.
+    let mut dir = None;
+    for file in REQUIRED {
+        let p = api
+            .get(file)
+            .map_err(|e| hub_err(format!("cannot get {file}: {e}")))?;
+        dir = p.parent().map(Path::to_path_buf);
+    }
+    let first_of = |files: &[&str], what: &str| -> Result<()> {
+        let mut last_err = String::new();
+        for file in files {
+            match api.get(file) {
+                Ok(_) => return Ok(()),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        Err(hub_err(format!(
+            "no {what} ({}): {last_err}",
+            files.join(" or ")
+        )))
+    };
+    first_of(WEIGHTS, "weights")?;
+    if api.get(WEIGHTS[0]).is_err() {
+        // Sharded weights: fetch every shard the index names.
+        let index = api.get(WEIGHTS[1]).map_err(|e| hub_err(e.to_string()))?;
+        for shard in shard_files(&index)? {
+            api.get(&shard)
+                .map_err(|e| hub_err(format!("cannot get {shard}: {e}")))?;
+        }
+    }
+    first_of(TOKENIZERS, "tokenizer")?;
+    for file in OPTIONAL {
+        let _ = api.get(file);
+    }
+    dir.ok_or_else(|| hub_err("empty repository".into()))
+}
+
+/// The shard file names listed by a `model.safetensors.index.json`.
+pub fn shard_files(index: &Path) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::CorruptWeights {
+        path: index.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(index).map_err(|source| Error::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no weight_map".into()))?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_and_paths() {
+        assert!(looks_like_hub_id("sentence-transformers/all-MiniLM-L6-v2"));
+        assert!(looks_like_hub_id("bert-base-uncased@v1.0"));
+        assert!(!looks_like_hub_id("./models/x"));
+        assert!(!looks_like_hub_id("/abs/path"));
+        assert!(!looks_like_hub_id("a/b/c"));
+    }
+
+    #[test]
+    fn missing_local_path_is_file_not_found() {
+        let hub = HubSettings {
+            cache_dir: "/nonexistent".into(),
+            offline: true,
+            token: None,
+            endpoint: None,
+        };
+        let err = resolve("./no/such/folder", &hub).unwrap_err().to_string();
+        assert_eq!(err, "./no/such/folder: file not found");
+        let err = resolve("org/missing", &hub).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "model \"org/missing\" (revision main) is not in the Hugging Face cache at /nonexistent and HF_HUB_OFFLINE=1 forbids downloading it"
+        );
+    }
+}

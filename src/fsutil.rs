@@ -1,0 +1,72 @@
+//! Atomic file output: write beside the target, flush to disk, rename over it. A crash or a
+//! full disk never leaves a half-written file where a good one was.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The temporary sibling used while `path` is being written.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Write `path` atomically through `fill`, which gets a buffered writer.
+pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> std::result::Result<(), String>,
+{
+    let write_err = |reason: String| Error::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| write_err(format!("cannot create folder: {e}")))?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| format!("cannot write: {e}"))?;
+        let mut w = BufWriter::new(file);
+        fill(&mut w)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| format!("cannot write: {}", e.error()))?;
+        file.sync_all().map_err(|e| format!("cannot write: {e}"))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename into place: {e}"))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(write_err)
+}
+
+/// Write bytes atomically.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes).map_err(|e| e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_keeps_the_old_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        write_bytes_atomic(&path, b"good").unwrap();
+        let err = write_atomic(&path, |w| {
+            w.write_all(b"half").unwrap();
+            Err("disk full".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().ends_with("out.csv: disk full"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"good");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,167 @@
+//! Batched prediction: rows sorted by token length so each batch pads to little, softmax on
+//! the device, top-k per row with ties broken by class index, results in input order.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{CandleContext, Result};
+use crate::model::{BertClassifier, Mode};
+
+/// How the library reports progress without printing (the CLI draws the bar).
+pub trait Progress {
+    fn advance(&self, _rows: usize) {}
+}
+
+/// Progress that goes nowhere.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// The k best classes of every row, row-major: row `r` holds `classes[r*k..(r+1)*k]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopK {
+    pub k: usize,
+    pub classes: Vec<u32>,
+    pub probs: Vec<f32>,
+}
+
+impl TopK {
+    pub fn rows(&self) -> usize {
+        self.classes.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// (class, probability) pairs of row `r`, best first.
+    pub fn row(&self, r: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let span = r * self.k..(r + 1) * self.k;
+        self.classes[span.clone()]
+            .iter()
+            .copied()
+            .zip(self.probs[span].iter().copied())
+    }
+}
+
+/// Row indices grouped into batches of at most `batch_size`, shortest rows first, so rows of
+/// similar length share a batch. Stable: equal lengths keep input order.
+pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Pad `rows` to the longest; returns (input_ids, attention_mask) as (batch, len) tensors.
+pub fn collate(
+    rows: &[&[u32]],
+    pad_id: u32,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * len);
+    let mut mask = Vec::with_capacity(rows.len() * len);
+    for row in rows {
+        ids.extend_from_slice(row);
+        ids.extend(std::iter::repeat_n(pad_id, len - row.len()));
+        mask.extend(std::iter::repeat_n(1u8, row.len()));
+        mask.extend(std::iter::repeat_n(0u8, len - row.len()));
+    }
+    let shape = (rows.len(), len);
+    Ok((
+        Tensor::from_vec(ids, shape, device)?,
+        Tensor::from_vec(mask, shape, device)?,
+    ))
+}
+
+/// Indices of the `k` largest values, ties broken by the lower index.
+pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+    // total_cmp: NaN never panics the sort; stable sort keeps lower indices first on ties.
+    idx.sort_by(|&a, &b| values[b as usize].total_cmp(&values[a as usize]));
+    idx.truncate(k);
+    idx
+}
+
+/// Class probabilities of every encoded row, in input order (row-major, `num_labels` each).
+pub fn predict_probs(
+    model: &BertClassifier,
+    encoded: &[Vec<u32>],
+    pad_id: u32,
+    device: &Device,
+    batch_size: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
+    let classes = model.num_labels();
+    let mut probs = vec![0f32; encoded.len() * classes];
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    for batch in length_batches(&lengths, batch_size) {
+        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
+        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
+        let logits = model
+            .forward(&ids, &mask, &mut Mode::Eval)
+            .ctx("running the model")?;
+        let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32).ctx("softmax")?)
+            .and_then(|p| p.to_vec2::<f32>())
+            .ctx("softmax")?;
+        for (&row, values) in batch.iter().zip(p) {
+            probs[row * classes..(row + 1) * classes].copy_from_slice(&values);
+        }
+        progress.advance(batch.len());
+    }
+    Ok(probs)
+}
+
+/// Top-k of row-major probabilities with `classes` columns.
+pub fn top_k(probs: &[f32], classes: usize, k: usize) -> TopK {
+    let k = k.min(classes);
+    let mut out = TopK {
+        k,
+        classes: Vec::with_capacity(probs.len() / classes.max(1) * k),
+        probs: Vec::with_capacity(probs.len() / classes.max(1) * k),
+    };
+    for row in probs.chunks(classes) {
+        for c in top_k_indices(row, k) {
+            out.classes.push(c);
+            out.probs.push(row[c as usize]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_go_to_the_lower_class_index() {
+        assert_eq!(
+            top_k_indices(&[0.1, 0.3, 0.3, 0.2, 0.1], 5),
+            vec![1, 2, 3, 0, 4]
+        );
+        assert_eq!(top_k_indices(&[0.25; 4], 2), vec![0, 1]);
+        let t = top_k(&[0.5, 0.5, 0.0, 0.2, 0.2, 0.6], 3, 2);
+        assert_eq!(t.classes, vec![0, 1, 2, 0]);
+        assert_eq!(t.row(1).collect::<Vec<_>>(), vec![(2, 0.6), (0, 0.2)]);
+    }
+
+    #[test]
+    fn batches_group_by_length_and_cover_every_row_once() {
+        let lengths = [5, 2, 9, 2, 7, 3, 5];
+        let batches = length_batches(&lengths, 3);
+        assert_eq!(batches, vec![vec![1, 3, 5], vec![0, 6, 4], vec![2]]);
+        let mut seen: Vec<usize> = batches.concat();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn collate_pads_and_masks() {
+        let (ids, mask) = collate(&[&[1, 2, 3], &[4]], 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            ids.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 2, 3], vec![4, 0, 0]]
+        );
+        assert_eq!(
+            mask.to_vec2::<u8>().unwrap(),
+            vec![vec![1, 1, 1], vec![1, 0, 0]]
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! The `catbert` binary: parse, run, turn the outcome into one line and an exit code.
+
+use clap::Parser;
+
+use catbert::cli::{run, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    if let Err(err) = run(cli) {
+        if verbose {
+            eprintln!("error: {err:?}");
+        } else {
+            eprintln!("error: {err:#}");
+        }
+        let input_error = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<catbert::Error>())
+            .is_some_and(catbert::Error::is_input_error);
+        std::process::exit(if input_error { 2 } else { 1 });
+    }
+}

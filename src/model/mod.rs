@@ -1,0 +1,9 @@
+//! The BERT sequence classifier. Model code knows tensors and names, never files or flags.
+
+mod bert;
+pub mod params;
+
+pub use bert::{BertClassifier, Mode};
+pub use params::{
+    canonical_name, Init, LoadReport, ModelParams, NamedParam, ParamStore, ShapeIssue,
+};
