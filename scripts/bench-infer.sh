@@ -24,7 +24,7 @@ ours_rss=$(peak target/release/catbert infer --model "$model" --file "$data" --t
   --out "$tmp/ours.csv" --threads "$threads" --batch-size "$batch" --device cpu 2>"$tmp/ours.log" | tail -1)
 ours=$(grep -o '([0-9.]* rows/s)' "$tmp/ours.log" | tr -d '(' | cut -d' ' -f1)
 torch_rss=$(peak "$py" "$shared/reference/infer_torch.py" --model-dir "$model" --input "$data" \
-  --out "$tmp/torch.csv" --threads "$threads" --batch-size "$batch" --json "$tmp/torch.json" | tail -1)
+  --out "$tmp/torch.csv" --threads "$threads" --batch-size "$batch" --json "$tmp/torch.json" 2>"$tmp/torch.log" | tail -1)
 torch=$("$py" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["rows_per_s"],1))' "$tmp/torch.json")
 printf '\ninference, all-MiniLM-L6-v2, 4688 rows, %s threads, batch %s (%s)\n' "$threads" "$batch" "$(date -u +%F)"
 printf '%-10s %10s %14s\n' tool 'rows/s' 'peak RSS MiB'

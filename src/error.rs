@@ -92,6 +92,14 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("training diverged: the loss is {loss} at epoch {epoch}, step {step}; {kept}; try a lower --lr")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        kept: String,
+    },
+
     #[error("{0}")]
     Device(String),
 
@@ -108,7 +116,11 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         !matches!(
             self,
-            Error::Io { .. } | Error::Write { .. } | Error::Candle { .. } | Error::Hub { .. }
+            Error::Io { .. }
+                | Error::Write { .. }
+                | Error::Candle { .. }
+                | Error::Hub { .. }
+                | Error::Diverged { .. }
         )
     }
 }

@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod model;
 pub mod rng;
 pub mod tokenize;
+pub mod train;
 
 pub use error::{Error, Result};

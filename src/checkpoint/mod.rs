@@ -1,6 +1,7 @@
 //! Checkpoints in Hugging Face layout: finding the files of a model folder, reading the
 //! weights, and building the classifier from them.
 
+pub mod save;
 pub mod source;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{BertClassifier, LoadReport, ModelParams, ParamStore};
 use crate::tokenize::{TextEncoder, TokenizerFiles};
 
+pub use save::{CheckpointWriter, SavedState};
 pub use source::{resolve, HubSettings, ModelFolder};
 
 /// The catbert metadata file written beside a fine-tuned checkpoint.
@@ -179,6 +181,55 @@ impl Checkpoint {
             });
         }
         Ok(LoadedClassifier { labels, ..loaded })
+    }
+
+    /// A trainable classifier with `num_labels` classes, initialised from this checkpoint (a base
+    /// model or a classifier) or from `tensors` when resuming. A missing or differently sized
+    /// `classifier.*` is initialised fresh (seeded), as transformers does for a new head; any
+    /// other missing or mis-shaped tensor is an error.
+    pub fn load_for_training(
+        &self,
+        device: &Device,
+        dtype: DType,
+        labels: &[String],
+        seed: u64,
+        tensors: Option<HashMap<String, Tensor>>,
+    ) -> Result<LoadedClassifier> {
+        let mut tensors = match tensors {
+            Some(t) => t,
+            None => self.read_tensors()?,
+        };
+        let head_rows = tensors.get("classifier.weight").and_then(|w| w.dim(0).ok());
+        if head_rows.is_some_and(|rows| rows != labels.len()) {
+            tensors.retain(|name, _| !name.starts_with("classifier."));
+        }
+        let weights_path = self.weight_files[0].clone();
+        let loaded = self.build(tensors, device, dtype, labels.len(), true, seed)?;
+        if let Some(issue) = loaded.report.mismatched.first() {
+            return Err(Error::ShapeMismatch {
+                path: weights_path,
+                name: issue.name.clone(),
+                found: issue.found.clone(),
+                expected: issue.expected.clone(),
+            });
+        }
+        let missing: Vec<&str> = loaded
+            .report
+            .missing
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with("classifier.") && !n.starts_with("bert.pooler."))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingTensors {
+                path: weights_path,
+                names: missing.join(", "),
+            });
+        }
+        Ok(LoadedClassifier {
+            labels: labels.to_vec(),
+            ..loaded
+        })
     }
 
     fn build(

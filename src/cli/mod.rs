@@ -1,6 +1,7 @@
 //! Command-line interface: parses flags, calls the library, draws progress, prints results.
 //! The only module that writes to the terminal.
 
+mod finetune;
 mod infer;
 mod progress;
 
@@ -29,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fine-tune a BERT-family base model into a classifier and keep its best epoch.
+    Finetune(Box<finetune::FinetuneArgs>),
     /// Predict the top-k categories (with probabilities) of every row of a file.
     Infer(infer::InferArgs),
 }
@@ -58,6 +61,7 @@ pub type PathArg = PathBuf;
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ui = progress::Ui { quiet: cli.quiet };
     match cli.command {
+        Command::Finetune(args) => finetune::run(*args, &ui),
         Command::Infer(args) => infer::run(args, &ui),
     }
 }

@@ -65,7 +65,11 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { slots, config, step: 0 })
+        Ok(Self {
+            slots,
+            config,
+            step: 0,
+        })
     }
 
     /// Optimizer steps taken so far.
@@ -105,17 +109,26 @@ impl AdamW {
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         self.slots
             .iter()
-            .flat_map(|s| [(format!("m.{}", s.name), s.m.clone()), (format!("v.{}", s.name), s.v.clone())])
+            .flat_map(|s| {
+                [
+                    (format!("m.{}", s.name), s.m.clone()),
+                    (format!("v.{}", s.name), s.v.clone()),
+                ]
+            })
             .collect()
     }
 
     /// Restore moments and the step count saved by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>, step: usize) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        step: usize,
+    ) -> Result<()> {
         for slot in &mut self.slots {
             let get = |key: String| -> Result<Tensor> {
-                let t = tensors
-                    .get(&key)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {key}")))?;
+                let t = tensors.get(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state lacks {key}"))
+                })?;
                 t.to_device(slot.var.device())?.to_dtype(slot.var.dtype())
             };
             slot.m = get(format!("m.{}", slot.name))?;
@@ -189,10 +202,20 @@ mod tests {
     fn first_step_moves_by_lr_times_sign() -> Result<()> {
         let dev = candle_core::Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &dev)?)?;
-        let params = vec![NamedParam { name: "w.weight".into(), var: var.clone() }];
+        let params = vec![NamedParam {
+            name: "w.weight".into(),
+            var: var.clone(),
+        }];
         let loss = (var.as_tensor() * &Tensor::new(&[3.0f64, -0.5], &dev)?)?.sum_all()?;
         let grads = loss.backward()?;
-        let mut opt = AdamW::new(&params, AdamWConfig { lr: 0.1, weight_decay: 0.5, ..Default::default() })?;
+        let mut opt = AdamW::new(
+            &params,
+            AdamWConfig {
+                lr: 0.1,
+                weight_decay: 0.5,
+                ..Default::default()
+            },
+        )?;
         opt.step(&grads, 0.1)?;
         let got = var.to_vec1::<f64>()?;
         let want = [1.0 * (1.0 - 0.05) - 0.1, -2.0 * (1.0 - 0.05) + 0.1];
@@ -206,13 +229,19 @@ mod tests {
     fn clipping_scales_to_the_max_norm() -> Result<()> {
         let dev = candle_core::Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[0.0f64, 0.0], &dev)?)?;
-        let params = vec![NamedParam { name: "w".into(), var: var.clone() }];
+        let params = vec![NamedParam {
+            name: "w".into(),
+            var: var.clone(),
+        }];
         let loss = (var.as_tensor() * &Tensor::new(&[3.0f64, 4.0], &dev)?)?.sum_all()?;
         let mut grads = loss.backward()?;
         let norm = clip_grad_norm(&mut grads, &params, 1.0)?;
         assert!((norm - 5.0).abs() < 1e-12);
         let g = grads.get(var.as_tensor()).unwrap().to_vec1::<f64>()?;
-        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6, "{g:?}");
+        assert!(
+            (g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6,
+            "{g:?}"
+        );
         Ok(())
     }
 }
