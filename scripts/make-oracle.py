@@ -11,6 +11,11 @@ Artefacts (under --out):
   tokenizer_cases.json      tokenizer edge cases (fast tokenizer.json vs vocab.txt-only path)
   base-minilm-expected.json encoder + pooler outputs of the bare (un-prefixed) MiniLM checkpoint
   hub-cache/                Hugging Face hub cache layout holding tiny/ as catbert-test/tiny-classifier
+  train-step/               3 optimiser steps on a dropout-free tiny classifier, for the Rust trainer:
+    initial/                  the starting checkpoint (save_pretrained + tokenizer files)
+    expected.json             batch, hyper-parameters, per-step losses / pre-clip grad norms / lrs
+    grads0.safetensors        every parameter's gradient at step 1, before clipping
+    final.safetensors         every parameter after step 3 (fp32, state_dict names, bert.-prefixed)
 """
 
 import argparse
@@ -25,6 +30,7 @@ import pandas as pd
 import tokenizers
 import torch
 import transformers
+from safetensors.torch import save_file
 from transformers import (
     AutoModel,
     AutoTokenizer,
@@ -365,6 +371,146 @@ def make_hub_cache(out):
     log("hub-cache", f"{repo_id} @ {commit} (refs main, v1): {len(files)} files")
 
 
+# A fixed training batch: product-like texts of clearly different lengths, so the
+# batch has real padding and the attention mask matters in the backward pass too.
+TRAIN_TEXTS = [
+    "Sparkling Mineral Water",
+    "Organic Rolled Oats, Gluten Free, 32 oz",
+    "Fresh Atlantic Salmon Fillet",
+    "Lavender Scented Laundry Detergent Pods, 42 count, high efficiency",
+    "Gift Card",
+    "Whole Bean Coffee Dark Roast Colombian Supremo 2 lb bag, fair trade certified",
+]
+TRAIN_LABELS = [0, 1, 2, 3, 4, 1]
+TRAIN_CLASS_WEIGHTS = [1.5, 0.5, 1.0, 2.0, 3.0]
+# lr is far above fine-tuning practice and max_grad_norm far below it, on purpose:
+# parameter changes must be large relative to fp32 noise, and clipping must be
+# active on every step so the Rust clipping path is exercised, not bypassed.
+TRAIN_HP = {
+    "lr": 1e-3,
+    "warmup": 2,
+    "total_steps": 10,
+    "max_grad_norm": 0.05,
+    "weight_decay": 0.01,
+    "steps": 3,
+}
+
+
+def lr_lambda(step, warmup, total):
+    """transformers.get_linear_schedule_with_warmup, as in ../shared/reference/finetune_torch.py.
+
+    Note lambda(0) == 0: the first optimiser step runs at lr 0, so it leaves the
+    weights untouched but still feeds Adam's moment estimates (and the bias
+    correction step count). The Rust trainer must reproduce that too.
+    """
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def param_groups(model, weight_decay):
+    """The HF Trainer convention: no weight decay on biases and LayerNorm weights."""
+    nd = ("bias", "LayerNorm.weight")
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if not any(s in n for s in nd)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if any(s in n for s in nd)], "weight_decay": 0.0},
+    ]
+
+
+def save_tensors(path, tensors):
+    # safetensors needs contiguous, independent storage; clone detaches from autograd.
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def make_train_step(out, model_dir, seed=2):
+    """A few deterministic training steps the Rust trainer must reproduce exactly.
+
+    All dropouts are 0, so train mode is deterministic and equals eval mode
+    numerically; everything else (weighted loss, AdamW groups, warm-up schedule,
+    clipping) follows the reference fine-tuning recipe.
+    """
+    dest = fresh_dir(out / "train-step")
+    initial = dest / "initial"
+    initial.mkdir()
+    n_labels = len(TRAIN_CLASS_WEIGHTS)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
+        num_labels=n_labels,
+        id2label={i: f"class_{i}" for i in range(n_labels)},
+        label2id={f"class_{i}": i for i in range(n_labels)},
+    )
+    model = BertForSequenceClassification(config)
+    randomise(model, seed)
+    model.save_pretrained(initial, safe_serialization=True)
+    save_tokenizer(model_dir, initial)
+
+    # Train what was saved, not the in-memory object, so initial/ is the true start.
+    model = load_classifier(initial)
+    tok = AutoTokenizer.from_pretrained(initial)
+    enc = tok(TRAIN_TEXTS, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+    labels = torch.tensor(TRAIN_LABELS)
+
+    # Output names must be the checkpoint's own (bert.-prefixed) state_dict keys.
+    names = [n for n, _ in model.named_parameters()]
+    assert set(names) <= set(model.state_dict()), "parameter names must be state_dict keys"
+
+    hp = TRAIN_HP
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(TRAIN_CLASS_WEIGHTS, dtype=torch.float32))
+    opt = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, hp["warmup"], hp["total_steps"]))
+
+    losses, grad_norms, lrs = [], [], []
+    for step in range(hp["steps"]):
+        model.train()
+        lrs.append(sched.get_last_lr()[0])  # the lr opt.step() is about to use
+        opt.zero_grad(set_to_none=True)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        if step == 0:
+            # Raw gradients, before clipping rescales them in place.
+            save_tensors(dest / "grads0.safetensors", {n: p.grad for n, p in model.named_parameters()})
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp["max_grad_norm"])
+        assert norm.item() > hp["max_grad_norm"], f"step {step + 1}: clipping inactive (norm {norm.item()})"
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        grad_norms.append(norm.item())
+
+    save_tensors(dest / "final.safetensors", dict(model.named_parameters()))
+    write_json(
+        dest / "expected.json",
+        {
+            "texts": TRAIN_TEXTS,
+            "labels": TRAIN_LABELS,
+            "class_weights": TRAIN_CLASS_WEIGHTS,
+            "input_ids": unpadded_ids(enc),
+            **hp,
+            "losses": losses,
+            "grad_norms": grad_norms,
+            "lrs": lrs,
+        },
+    )
+    log(
+        "train-step",
+        f"seed {seed}: {len(TRAIN_TEXTS)} texts, row lengths {[len(r) for r in unpadded_ids(enc)]}; "
+        f"losses {[round(x, 5) for x in losses]}, grad norms {[round(x, 4) for x in grad_norms]}, lrs {lrs}",
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
@@ -385,6 +531,7 @@ def main():
     make_tokenizer_cases(out, model_dir, long_source=texts[0])
     make_base_expected(out, model_dir)
     make_hub_cache(out)
+    make_train_step(out, model_dir)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ pub fn weighted_cross_entropy(
     for (i, &y) in labels.iter().enumerate() {
         coef[i * classes + y] = (weights[y] as f64 / total) as f32;
     }
-    let coef = Tensor::from_vec(coef, (batch, classes), logits.device())?.to_dtype(DType::F32)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    // Half-precision logits are reduced in f32; f32/f64 keep their precision.
+    let dtype = match logits.dtype() {
+        DType::BF16 | DType::F16 => DType::F32,
+        d => d,
+    };
+    let coef = Tensor::from_vec(coef, (batch, classes), logits.device())?.to_dtype(dtype)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits.to_dtype(dtype)?, D::Minus1)?;
     (log_probs * coef)?.sum_all()?.neg()
 }
 

@@ -1,0 +1,358 @@
+//! `catbert finetune` through the real binary: the checkpoint it writes (read back by
+//! transformers and by `catbert infer`), resume after a kill, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use catbert::checkpoint::save::write_safetensors;
+use catbert::checkpoint::Checkpoint;
+use catbert::data::Table;
+use common::*;
+
+fn catbert(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catbert"));
+    cmd.args(args).env("RAYON_NUM_THREADS", "2");
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    catbert(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `n` rows of three easily separable classes, deterministic.
+fn synthetic(dir: &Path, name: &str, n: usize) -> PathBuf {
+    let words = [
+        ("dairy", ["milk", "cheese", "yogurt", "butter", "cream"]),
+        ("home", ["soap", "towels", "shampoo", "detergent", "sponge"]),
+        ("drinks", ["cola", "juice", "water", "tea", "coffee"]),
+    ];
+    let mut text = String::from("text,label\n");
+    for i in 0..n {
+        let (label, vocab) = words[i % 3];
+        let len = 1 + (i * 7) % 4;
+        let t: Vec<&str> = (0..len).map(|j| vocab[(i * 3 + j * 5) % 5]).collect();
+        text.push_str(&format!("{},{label}\n", t.join(" ")));
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn finetune_args<'a>(train: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "finetune",
+        "--train",
+        s(train),
+        "--model",
+        s_static(&oracle().join("tiny")),
+        "--epochs",
+        epochs,
+        "--out",
+        s(out),
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+    ]
+}
+
+/// Leak a path so argument vectors can borrow it for the test's lifetime.
+fn s_static(p: &Path) -> &'static str {
+    Box::leak(p.to_str().unwrap().to_string().into_boxed_str())
+}
+
+#[test]
+fn checkpoint_loads_in_transformers_and_catbert_alike_and_round_trips_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 150);
+    let out = dir.path().join("ckpt");
+    let o = run(&finetune_args(&train, &out, "2"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stderr(&o).lines().last().unwrap().to_string();
+    assert!(last.starts_with("best epoch "), "{last}");
+
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["problem_type"], "single_label_classification");
+    assert_eq!(config["id2label"]["2"], "home");
+    assert_eq!(config["label2id"]["dairy"], 0);
+    let meta = read_json(&out.join("catbert.json"));
+    assert_eq!(meta["text_column"], "text");
+    assert_eq!(meta["label_column"], "label");
+    assert_eq!(meta["labels"].as_array().unwrap().len(), 3);
+    assert!(meta["best_epoch"].as_u64().unwrap() >= 1);
+    let metrics = read_json(&out.join("metrics.json"));
+    assert_eq!(metrics.as_array().unwrap().len(), 2);
+    let holdout = &metrics[1]["holdout"];
+    assert_eq!(holdout["n"], 15);
+    assert_eq!(holdout["confusion"].as_array().unwrap().len(), 3);
+    for f in [
+        "tokenizer.json",
+        "vocab.txt",
+        "model.safetensors",
+        "run/state.json",
+        "run/state.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    // catbert infer and transformers give the same probabilities.
+    let pred = dir.path().join("pred.csv");
+    let o = run(&[
+        "infer",
+        "--model",
+        s(&out),
+        "--file",
+        s(&train),
+        "--out",
+        s(&pred),
+        "--top-k",
+        "3",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let py = Command::new(oracle_python())
+        .args([
+            s(&repo().join("scripts/check-checkpoint.py")),
+            s(&out),
+            s(&train),
+            "--text-col",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "transformers could not load the checkpoint: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let names = strings(&py["id2label"]);
+    let probs = floats2(&py["probs"]);
+    let t = Table::read(&pred, None).unwrap();
+    let mut worst = 0f32;
+    for rank in 1..=3 {
+        let cats = t.labels(&format!("category_{rank}")).unwrap();
+        let ps = t.labels(&format!("probability_{rank}")).unwrap();
+        for (r, (c, p)) in cats.iter().zip(&ps).enumerate() {
+            let class = names.iter().position(|n| Some(n) == c.as_ref()).unwrap();
+            let p: f32 = p.as_ref().unwrap().parse().unwrap();
+            worst = worst.max((p - probs[r][class]).abs());
+        }
+    }
+    eprintln!("catbert infer vs transformers on our checkpoint: max |prob diff| {worst:e}");
+    assert!(worst < 1e-5, "max |prob diff| {worst}");
+
+    // save → load → save is bit-identical.
+    let loaded = Checkpoint::open(&out)
+        .unwrap()
+        .load_classifier(&Device::Cpu, DType::F32)
+        .unwrap();
+    let again = dir.path().join("again.safetensors");
+    write_safetensors(&again, &loaded.params.tensors).unwrap();
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    );
+}
+
+fn oracle_python() -> PathBuf {
+    let venv = std::env::var("CATBERT_ORACLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/catbert/oracle-venv")
+        });
+    venv.join("bin/python")
+}
+
+fn epochs_done(out: &Path) -> u64 {
+    std::fs::read_to_string(out.join("run/state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_killed_run_keeps_its_last_checkpoint_and_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 3000);
+    let whole = dir.path().join("whole");
+    let o = run(&finetune_args(&train, &whole, "3"));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let cut = dir.path().join("cut");
+    let mut child = catbert(&finetune_args(&train, &cut, "3"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while epochs_done(&cut) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "epoch 1 never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        epochs_done(&cut) < 3,
+        "the run finished before it could be killed"
+    );
+
+    // What the killed run left is a good checkpoint.
+    let o = run(&[
+        "infer",
+        "--model",
+        s(&cut),
+        "--file",
+        s(&train),
+        "--out",
+        s(&dir.path().join("p.csv")),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Starting over on it without --resume is refused; with --resume it completes.
+    let o = run(&finetune_args(&train, &cut, "3"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already holds a run"), "{}", stderr(&o));
+    let mut args = finetune_args(&train, &cut, "3");
+    args.push("--resume");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming after epoch"),
+        "{}",
+        stderr(&o)
+    );
+
+    assert_eq!(
+        std::fs::read(cut.join("model.safetensors")).unwrap(),
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        "resumed and uninterrupted runs end with different weights"
+    );
+    let strip = |v: serde_json::Value| -> Vec<serde_json::Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::json!([e["epoch"], e["train_loss"], e["holdout"]]))
+            .collect()
+    };
+    assert_eq!(
+        strip(read_json(&cut.join("metrics.json"))),
+        strip(read_json(&whole.join("metrics.json")))
+    );
+    assert_eq!(
+        read_json(&cut.join("catbert.json"))["best_epoch"],
+        read_json(&whole.join("catbert.json"))["best_epoch"]
+    );
+}
+
+fn assert_error(o: &Output, code: i32, line: &str) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    assert_eq!(
+        stderr(o).lines().last().unwrap_or(""),
+        line,
+        "full stderr: {}",
+        stderr(o)
+    );
+}
+
+#[test]
+fn bad_training_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out");
+    let tiny = s_static(&oracle().join("tiny"));
+    let base = |train: &Path| {
+        vec![
+            "finetune".to_string(),
+            "--train".into(),
+            s(train).into(),
+            "--model".into(),
+            tiny.into(),
+            "--out".into(),
+            s(&out).into(),
+            "--epochs".into(),
+            "1".into(),
+        ]
+    };
+    let go = |args: Vec<String>| run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let one = d.join("one.csv");
+    std::fs::write(&one, "text,label\nmilk,dairy\ncheese,dairy\n").unwrap();
+    assert_error(&go(base(&one)), 2, &format!("error: {}: column \"label\" has only one class (\"dairy\"); a classifier needs at least 2", one.display()));
+
+    let empty = d.join("empty.csv");
+    std::fs::write(&empty, "text,label\nmilk,dairy\n ,home\n").unwrap();
+    assert_error(
+        &go(base(&empty)),
+        2,
+        &format!(
+            "error: {}: row 2, column \"text\": empty text",
+            empty.display()
+        ),
+    );
+
+    let train = synthetic(d, "train.csv", 60);
+    let few = d.join("few.csv");
+    std::fs::write(
+        &few,
+        format!("{}tea,rare\n", std::fs::read_to_string(&train).unwrap()),
+    )
+    .unwrap();
+    assert_error(
+        &go(base(&few)),
+        2,
+        &format!("error: {}: --val-split 0.1 leaves class \"rare\" (1 rows) without training or hold-out rows; add rows or change --val-split", few.display()),
+    );
+
+    let eval = d.join("eval.csv");
+    std::fs::write(&eval, "text,label\nmilk,dairy\nrobot,toys\n").unwrap();
+    let mut args = base(&train);
+    args.extend(["--eval".into(), s(&eval).into()]);
+    assert_error(
+        &go(args),
+        2,
+        &format!("error: {}: row 2, column \"label\": label \"toys\" does not occur in the training data (classes: dairy, drinks, home)", eval.display()),
+    );
+
+    let mut args = base(&train);
+    args.extend(["--metric".into(), "f2".into()]);
+    let o = go(args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error: invalid value 'f2' for '--metric <METRIC>': unknown metric \"f2\" (expected f1_min, f1_weighted, f1_macro, accuracy or loss)"), "{}", stderr(&o));
+
+    let file = d.join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let mut args = base(&train);
+    args[6] = s(&file.join("sub")).into();
+    let o = go(args);
+    assert_eq!(o.status.code(), Some(1));
+    let last = stderr(&o).lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with(&format!(
+            "error: {}: output folder is not writable: ",
+            file.join("sub").display()
+        )),
+        "{last}"
+    );
+
+    let mut args = base(&train);
+    args.extend(["--lr".into(), "1e30".into()]);
+    assert_error(&go(args), 1, "error: training diverged: the loss is NaN at epoch 1, step 2; no checkpoint was written; try a lower --lr");
+}

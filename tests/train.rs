@@ -1,0 +1,298 @@
+//! Training numerics: every parameter gets a gradient, finite differences agree with backprop,
+//! class weights matter, and optimizer steps match PyTorch's AdamW.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use catbert::checkpoint::Checkpoint;
+use catbert::infer::collate;
+use catbert::model::{BertClassifier, Mode, ParamStore};
+use catbert::rng::Rng;
+use catbert::train::loss::weighted_cross_entropy;
+use catbert::train::optim::{clip_grad_norm, linear_schedule, AdamW, AdamWConfig};
+use common::*;
+
+const TEXTS: [&str; 4] = [
+    "organic whole milk",
+    "paper towels 6 pack",
+    "sparkling water",
+    "aged cheddar cheese block",
+];
+const LABELS: [usize; 4] = [0, 1, 2, 0];
+
+/// The tiny oracle model in f64, trainable, with a fresh 3-class head.
+fn tiny_f64() -> (BertClassifier, catbert::model::ModelParams, Tensor, Tensor) {
+    let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
+    let mut tensors = ckpt.read_tensors().unwrap();
+    tensors.retain(|k, _| !k.starts_with("classifier."));
+    let store = ParamStore::new(tensors, &Device::Cpu, DType::F64, true, 7);
+    let model = BertClassifier::load(&store, &ckpt.config, 3).unwrap();
+    let (params, _) = store.finish();
+    let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    (model, params, ids, mask)
+}
+
+/// Loss with dropout on, using a copy of `rng` so every call draws the same masks.
+fn loss_with(
+    model: &BertClassifier,
+    ids: &Tensor,
+    mask: &Tensor,
+    rng: &Rng,
+    weights: &[f32],
+) -> Tensor {
+    let mut rng = rng.clone();
+    let logits = model
+        .forward(ids, mask, &mut Mode::Train { rng: &mut rng })
+        .unwrap();
+    weighted_cross_entropy(&logits, &LABELS, weights).unwrap()
+}
+
+#[test]
+fn every_parameter_gets_a_finite_nonzero_gradient_and_finite_differences_agree() {
+    let (model, params, ids, mask) = tiny_f64();
+    let rng = Rng::new(5);
+    let weights = [1.5f32, 0.5, 2.0];
+    let grads = loss_with(&model, &ids, &mask, &rng, &weights)
+        .backward()
+        .unwrap();
+    assert_eq!(params.vars.len(), 5 + 16 * 2 + 2 + 2);
+    for p in &params.vars {
+        let g = grads
+            .get(p.var.as_tensor())
+            .unwrap_or_else(|| panic!("{} has no gradient", p.name));
+        let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert!(
+            g.iter().all(|x| x.is_finite()),
+            "{}: non-finite gradient",
+            p.name
+        );
+        assert!(g.iter().any(|&x| x != 0.0), "{}: zero gradient", p.name);
+    }
+
+    // Central differences on a few entries of parameters spread over the network.
+    let h = 1e-6;
+    let mut checked = 0;
+    for p in params.vars.iter().filter(|p| {
+        [
+            "word_embeddings",
+            "embeddings.LayerNorm.weight",
+            "layer.0.attention.self.query.weight",
+            "layer.1.output.LayerNorm.bias",
+            "layer.1.intermediate.dense.weight",
+            "pooler.dense.weight",
+            "classifier.weight",
+        ]
+        .iter()
+        .any(|k| p.name.contains(k))
+    }) {
+        let analytic = grads
+            .get(p.var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let original = p
+            .var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        // The entries with the largest gradient (a used embedding row, for the embedding table).
+        let mut order: Vec<usize> = (0..analytic.len()).collect();
+        order.sort_by(|&a, &b| analytic[b].abs().total_cmp(&analytic[a].abs()));
+        for &i in order.iter().take(3) {
+            let eval_at = |delta: f64| {
+                let mut v = original.clone();
+                v[i] += delta;
+                p.var
+                    .set(&Tensor::from_vec(v, p.var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                loss_with(&model, &ids, &mask, &rng, &weights)
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let numeric = (eval_at(h) - eval_at(-h)) / (2.0 * h);
+            p.var
+                .set(&Tensor::from_vec(original.clone(), p.var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let rel = (numeric - analytic[i]).abs() / analytic[i].abs().max(1e-8);
+            assert!(
+                rel < 1e-5,
+                "{}[{i}]: numeric {numeric} vs backprop {}",
+                p.name,
+                analytic[i]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7 * 3);
+}
+
+#[test]
+fn class_weights_change_the_gradient_of_the_model() {
+    let (model, params, ids, mask) = tiny_f64();
+    let rng = Rng::new(1);
+    let head = params
+        .vars
+        .iter()
+        .find(|p| p.name == "classifier.weight")
+        .unwrap();
+    let grad = |w: &[f32]| {
+        let g = loss_with(&model, &ids, &mask, &rng, w).backward().unwrap();
+        g.get(head.var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let plain = grad(&[1.0, 1.0, 1.0]);
+    let weighted = grad(&[1.0, 1.0, 5.0]);
+    let diff: f64 = plain
+        .iter()
+        .zip(&weighted)
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(diff > 1e-3, "weights barely change the gradient: {diff}");
+}
+
+/// Three steps on one batch against transformers + torch.optim.AdamW + LambdaLR +
+/// clip_grad_norm_ (scripts/make-oracle.py, `train-step/`).
+#[test]
+fn optimizer_steps_match_pytorch_adamw() {
+    let dir = oracle().join("train-step");
+    let expected = read_json(&dir.join("expected.json"));
+    let ckpt = Checkpoint::open(&dir.join("initial")).unwrap();
+    let labels: Vec<usize> = expected["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let weights: Vec<f32> = expected["class_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let names: Vec<String> = (0..5).map(|i| format!("class_{i}")).collect();
+    let loaded = ckpt
+        .load_for_training(&Device::Cpu, DType::F32, &names, 0, None)
+        .unwrap();
+    assert!(loaded.report.missing.is_empty());
+    let ids = ints2(&expected["input_ids"]);
+    assert_eq!(
+        ckpt.text_encoder(64)
+            .unwrap()
+            .encode_all(&strings(&expected["texts"]))
+            .unwrap(),
+        ids
+    );
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+
+    let base_lr = expected["lr"].as_f64().unwrap();
+    let (warmup, total) = (
+        expected["warmup"].as_u64().unwrap() as usize,
+        expected["total_steps"].as_u64().unwrap() as usize,
+    );
+    let max_norm = expected["max_grad_norm"].as_f64().unwrap();
+    let config = AdamWConfig {
+        lr: base_lr,
+        weight_decay: expected["weight_decay"].as_f64().unwrap(),
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(&loaded.params.vars, config).unwrap();
+    let mut rng = Rng::new(0);
+    for step in 0..expected["steps"].as_u64().unwrap() as usize {
+        let lr = base_lr * linear_schedule(opt.steps(), warmup, total);
+        assert!((lr - expected["lrs"][step].as_f64().unwrap()).abs() < 1e-12);
+        let logits = loaded
+            .model
+            .forward(&ids, &mask, &mut Mode::Train { rng: &mut rng })
+            .unwrap();
+        let loss = weighted_cross_entropy(&logits, &labels, &weights).unwrap();
+        let want_loss = expected["losses"][step].as_f64().unwrap();
+        let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (got_loss - want_loss).abs() < 1e-5,
+            "step {step}: loss {got_loss} vs {want_loss}"
+        );
+        let mut grads = loss.backward().unwrap();
+        if step == 0 {
+            let want = candle_core::safetensors::load(dir.join("grads0.safetensors"), &Device::Cpu)
+                .unwrap();
+            assert_close(
+                &loaded
+                    .params
+                    .vars
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            grads.get(p.var.as_tensor()).unwrap().clone(),
+                        )
+                    })
+                    .collect(),
+                &want,
+                1e-5,
+                "step-1 gradient",
+            );
+        }
+        let norm = clip_grad_norm(&mut grads, &loaded.params.vars, max_norm).unwrap();
+        let want_norm = expected["grad_norms"][step].as_f64().unwrap();
+        assert!(
+            (norm - want_norm).abs() < 1e-4 * want_norm.max(1.0),
+            "step {step}: grad norm {norm} vs {want_norm}"
+        );
+        opt.step(&grads, lr).unwrap();
+    }
+    let want = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
+    let got: HashMap<String, Tensor> = loaded
+        .params
+        .vars
+        .iter()
+        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+        .collect();
+    assert_close(&got, &want, 1e-5, "parameters after 3 steps");
+}
+
+fn assert_close(
+    got: &HashMap<String, Tensor>,
+    want: &HashMap<String, Tensor>,
+    tol: f32,
+    what: &str,
+) {
+    let mut worst = (0f32, String::new());
+    for (name, w) in want.iter().filter(|(n, _)| !n.ends_with("position_ids")) {
+        let g = got
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: we lack {name}"));
+        let d = (g.to_dtype(DType::F32).unwrap() - w.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        if d > worst.0 {
+            worst = (d, name.clone());
+        }
+    }
+    eprintln!("{what}: max |diff| {:e} ({})", worst.0, worst.1);
+    assert!(
+        worst.0 < tol,
+        "{what}: max |diff| {} at {}",
+        worst.0,
+        worst.1
+    );
+}
