@@ -21,6 +21,7 @@ Any failure: a message on stderr and exit status 1.
 import argparse
 import json
 import logging
+import re
 import sys
 import warnings
 
@@ -77,7 +78,8 @@ def load(ckpt):
     messages = capture.messages + [str(w.message) for w in py_warnings]
     for msg in messages:
         if any(m in msg.lower() for m in WEIGHT_WARNING_MARKERS):
-            problems.append(f"load warning: {msg}")
+            # transformers has already printed the full table; its first line is enough here.
+            problems.append("load warning: " + re.sub(r"\x1b\[[0-9;]*m", "", msg).splitlines()[0])
         else:
             # Not about weights: worth seeing, but not a reason to reject the checkpoint.
             print(f"note: {msg}", file=sys.stderr)

@@ -393,6 +393,7 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
     let observer = Observer {
         ui,
         bar: std::cell::RefCell::new(None),
+        epoch: std::cell::Cell::new((0, 0, 0, Instant::now())),
         epochs: hyper.epochs,
         labels: &label_map.names,
     };
@@ -533,6 +534,8 @@ fn static_meta(
 struct Observer<'a> {
     ui: &'a Ui,
     bar: std::cell::RefCell<Option<Bar>>,
+    /// (epoch, rows in the epoch, rows done, start) for log-style progress lines.
+    epoch: std::cell::Cell<(usize, usize, usize, Instant)>,
     epochs: usize,
     labels: &'a [String],
 }
@@ -543,12 +546,26 @@ impl TrainObserver for Observer<'_> {
             self.ui
                 .bar(samples as u64, &format!("epoch {epoch}/{}", self.epochs)),
         );
+        self.epoch.set((epoch, samples, 0, Instant::now()));
     }
 
     fn step(&self, samples: usize, mean_loss: f64) {
         if let Some(bar) = self.bar.borrow().as_ref() {
             bar.0.inc(samples as u64);
             bar.0.set_message(format!("loss {mean_loss:.4}"));
+        }
+        // Without a live bar (logs, cron), a line at every tenth of the epoch.
+        let (epoch, total, done, started) = self.epoch.get();
+        let now = done + samples;
+        self.epoch.set((epoch, total, now, started));
+        if !self.ui.live() && (now * 10 / total.max(1)) > (done * 10 / total.max(1)) && now < total
+        {
+            let rate = now as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            self.ui.info(&format!(
+                "epoch {epoch}/{}: {now}/{total} rows, loss {mean_loss:.4}, {rate:.1} samples/s, eta {:.0} s",
+                self.epochs,
+                (total - now) as f64 / rate
+            ));
         }
     }
 

@@ -24,9 +24,15 @@ impl Ui {
         eprintln!("notice: {line}");
     }
 
+    /// Whether progress is drawn as a live bar (stderr is a terminal and not quiet); when it
+    /// is not, long jobs print occasional progress lines instead (for logs).
+    pub fn live(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+
     /// A bar over `total` items; hidden when quiet or when stderr is not a terminal.
     pub fn bar(&self, total: u64, what: &str) -> Bar {
-        let bar = if self.quiet || !std::io::stderr().is_terminal() {
+        let bar = if !self.live() {
             ProgressBar::hidden()
         } else {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
