@@ -606,3 +606,46 @@ fn indent(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> FinetuneArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: FinetuneArgs,
+        }
+        Wrap::parse_from(std::iter::once("catbert").chain(args.iter().copied())).args
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let args = parse(&["--config", path.to_str().unwrap()]);
+            let s = load_settings(&args).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(s.train.is_some() && s.model.is_some(), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "train = \"a.csv\"\nepochs = 5\nlr = 1e-4\nmetric = \"accuracy\"\nclass_weights = \"none\"\n").unwrap();
+        let s = load_settings(&parse(&["--config", cfg.to_str().unwrap(), "--epochs", "3"])).unwrap();
+        assert_eq!(s.epochs, Some(3));
+        assert_eq!(s.lr, Some(1e-4));
+        assert_eq!(s.metric, Some(Metric::Accuracy));
+        assert_eq!(s.class_weights, Some(ClassWeights::None));
+        assert_eq!(s.train.as_deref(), Some(Path::new("a.csv")));
+
+        std::fs::write(&cfg, "trian = \"a.csv\"\n").unwrap();
+        let err = load_settings(&parse(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").starts_with(&format!("{}: unknown field `trian`", cfg.display())), "{err:#}");
+    }
+}

@@ -14,6 +14,7 @@ use crate::checkpoint::{resolve, Checkpoint, HubSettings};
 use crate::data::{write_table, Format, Table};
 use crate::error::Error;
 use crate::infer::{predict_probs, top_k, TopK};
+use crate::metrics::{evaluate, format_table};
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
@@ -53,6 +54,12 @@ pub struct InferArgs {
     /// One output row per (row, rank): row_id, rank (0 = best), category, probability.
     #[arg(long)]
     pub long: bool,
+
+    /// Column of human-verified labels. Rows that have one are scored (accuracy, F1s, f1_min,
+    /// confusion matrix → `<out stem>.metrics.json`) and kept as feedback for the next fine-tune
+    /// (`<out stem>.feedback.csv`: text and label columns).
+    #[arg(long)]
+    pub label_col: Option<String>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -131,12 +138,66 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     .context("building the output table")?;
     write_table(&mut frame, &out, None)?;
+    if let Some(col) = &args.label_col {
+        score_labelled_rows(&table, &texts, &text_col, col, &top, &loaded.labels, &out, ui)?;
+    }
     ui.info(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
         texts.len(),
         texts.len() as f64 / seconds.max(1e-9),
         out.display()
     ));
+    Ok(())
+}
+
+/// Score the rows that carry a label and keep them, with their label, as feedback.
+#[allow(clippy::too_many_arguments)]
+fn score_labelled_rows(
+    table: &Table,
+    texts: &[String],
+    text_col: &str,
+    label_col: &str,
+    top: &TopK,
+    classes: &[String],
+    out: &Path,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let labels = table.labels(label_col)?;
+    let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    if rows.is_empty() {
+        ui.notice(&format!("no row has a label in column {label_col:?}; nothing to score"));
+        return Ok(());
+    }
+    let (mut truth, mut predicted, mut unknown) = (Vec::new(), Vec::new(), 0usize);
+    for &r in &rows {
+        let label = labels[r].as_deref().expect("labelled");
+        match classes.iter().position(|c| c == label) {
+            Some(c) => {
+                truth.push(c);
+                predicted.push(top.classes[r * top.k] as usize);
+            }
+            None => unknown += 1,
+        }
+    }
+    if unknown > 0 {
+        ui.notice(&format!("{unknown} labelled rows carry a class the model does not know; they are kept as feedback but not scored"));
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let evaluation = evaluate(&truth, &predicted, classes.len());
+    ui.info(&format!("{} labelled rows:\n{}", rows.len(), format_table(&evaluation, classes)));
+    let metrics_path = out.with_file_name(format!("{stem}.metrics.json"));
+    let json = serde_json::json!({ "labels": classes, "label_column": label_col, "unknown_label_rows": unknown, "metrics": evaluation });
+    crate::fsutil::write_bytes_atomic(&metrics_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+
+    let feedback_texts: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
+    let feedback_labels: Vec<&str> = rows.iter().map(|&r| labels[r].as_deref().expect("labelled")).collect();
+    let mut feedback = DataFrame::new_infer_height(vec![
+        Column::new(text_col.into(), feedback_texts),
+        Column::new(label_col.into(), feedback_labels),
+    ])?;
+    let feedback_path = out.with_file_name(format!("{stem}.feedback.csv"));
+    write_table(&mut feedback, &feedback_path, None)?;
+    ui.info(&format!("metrics in {}; {} feedback rows in {}", metrics_path.display(), rows.len(), feedback_path.display()));
     Ok(())
 }
 
