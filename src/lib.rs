@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod infer;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod rng;

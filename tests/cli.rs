@@ -489,19 +489,43 @@ fn labelled_rows_are_scored_and_kept_as_feedback() {
         b"text,truth\nmilk,class_1\nsoap,\nbread,class_3\ncheese,class_1\nwine,new_class\ntea,class_0\n",
     );
     let out = dir.path().join("q.out.csv");
-    let o = catbert(&["infer", "--model", s(&tiny()), "--file", s(&input), "--out", s(&out), "--label-col", "truth"], &[]);
+    let o = catbert(
+        &[
+            "infer",
+            "--model",
+            s(&tiny()),
+            "--file",
+            s(&input),
+            "--out",
+            s(&out),
+            "--label-col",
+            "truth",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("notice: 1 labelled rows carry a class the model does not know"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("notice: 1 labelled rows carry a class the model does not know"),
+        "{}",
+        stderr(&o)
+    );
     let pred = Table::read(&out, None).unwrap();
     let truth = pred.labels("truth").unwrap();
     let best = pred.labels("category_1").unwrap();
-    let scored: Vec<usize> = (0..6).filter(|&i| truth[i].as_deref().is_some_and(|t| t.starts_with("class_"))).collect();
+    let scored: Vec<usize> = (0..6)
+        .filter(|&i| truth[i].as_deref().is_some_and(|t| t.starts_with("class_")))
+        .collect();
     let correct = scored.iter().filter(|&&i| truth[i] == best[i]).count();
 
     let metrics = read_json(&dir.path().join("q.out.metrics.json"));
     assert_eq!(metrics["metrics"]["n"], 4);
     assert_eq!(metrics["unknown_label_rows"], 1);
-    assert!((metrics["metrics"]["accuracy"].as_f64().unwrap() - correct as f64 / 4.0).abs() < 1e-12);
+    assert!(
+        (metrics["metrics"]["accuracy"].as_f64().unwrap() - correct as f64 / 4.0).abs() < 1e-12
+    );
     let feedback = std::fs::read_to_string(dir.path().join("q.out.feedback.csv")).unwrap();
-    assert_eq!(feedback, "text,truth\nmilk,class_1\nbread,class_3\ncheese,class_1\nwine,new_class\ntea,class_0\n");
+    assert_eq!(
+        feedback,
+        "text,truth\nmilk,class_1\nbread,class_3\ncheese,class_1\nwine,new_class\ntea,class_0\n"
+    );
 }

@@ -253,14 +253,23 @@ fn optimizer_steps_match_pytorch_adamw() {
         );
         opt.step(&grads, lr).unwrap();
     }
-    let want = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
+    let mut want = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
     let got: HashMap<String, Tensor> = loaded
         .params
         .vars
         .iter()
         .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
         .collect();
+    // Attention key biases have an exact gradient of zero (softmax ignores a shift), so theirs is
+    // rounding noise that Adam's normalisation blows up towards ±lr: compared apart, loosely.
+    let key_biases: HashMap<String, Tensor> = want
+        .iter()
+        .filter(|(n, _)| n.ends_with("attention.self.key.bias"))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    want.retain(|n, _| !key_biases.contains_key(n));
     assert_close(&got, &want, 1e-5, "parameters after 3 steps");
+    assert_close(&got, &key_biases, 5e-5, "attention key biases after 3 steps");
 }
 
 fn assert_close(

@@ -637,7 +637,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, "train = \"a.csv\"\nepochs = 5\nlr = 1e-4\nmetric = \"accuracy\"\nclass_weights = \"none\"\n").unwrap();
-        let s = load_settings(&parse(&["--config", cfg.to_str().unwrap(), "--epochs", "3"])).unwrap();
+        let s = load_settings(&parse(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ]))
+        .unwrap();
         assert_eq!(s.epochs, Some(3));
         assert_eq!(s.lr, Some(1e-4));
         assert_eq!(s.metric, Some(Metric::Accuracy));
@@ -646,6 +652,9 @@ mod tests {
 
         std::fs::write(&cfg, "trian = \"a.csv\"\n").unwrap();
         let err = load_settings(&parse(&["--config", cfg.to_str().unwrap()])).unwrap_err();
-        assert!(format!("{err:#}").starts_with(&format!("{}: unknown field `trian`", cfg.display())), "{err:#}");
+        assert!(
+            format!("{err:#}").starts_with(&format!("{}: unknown field `trian`", cfg.display())),
+            "{err:#}"
+        );
     }
 }

@@ -139,7 +139,16 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     .context("building the output table")?;
     write_table(&mut frame, &out, None)?;
     if let Some(col) = &args.label_col {
-        score_labelled_rows(&table, &texts, &text_col, col, &top, &loaded.labels, &out, ui)?;
+        score_labelled_rows(
+            &table,
+            &texts,
+            &text_col,
+            col,
+            &top,
+            &loaded.labels,
+            &out,
+            ui,
+        )?;
     }
     ui.info(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
@@ -165,7 +174,9 @@ fn score_labelled_rows(
     let labels = table.labels(label_col)?;
     let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
     if rows.is_empty() {
-        ui.notice(&format!("no row has a label in column {label_col:?}; nothing to score"));
+        ui.notice(&format!(
+            "no row has a label in column {label_col:?}; nothing to score"
+        ));
         return Ok(());
     }
     let (mut truth, mut predicted, mut unknown) = (Vec::new(), Vec::new(), 0usize);
@@ -182,22 +193,40 @@ fn score_labelled_rows(
     if unknown > 0 {
         ui.notice(&format!("{unknown} labelled rows carry a class the model does not know; they are kept as feedback but not scored"));
     }
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let evaluation = evaluate(&truth, &predicted, classes.len());
-    ui.info(&format!("{} labelled rows:\n{}", rows.len(), format_table(&evaluation, classes)));
+    ui.info(&format!(
+        "{} labelled rows:\n{}",
+        rows.len(),
+        format_table(&evaluation, classes)
+    ));
     let metrics_path = out.with_file_name(format!("{stem}.metrics.json"));
     let json = serde_json::json!({ "labels": classes, "label_column": label_col, "unknown_label_rows": unknown, "metrics": evaluation });
-    crate::fsutil::write_bytes_atomic(&metrics_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::fsutil::write_bytes_atomic(
+        &metrics_path,
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
 
     let feedback_texts: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
-    let feedback_labels: Vec<&str> = rows.iter().map(|&r| labels[r].as_deref().expect("labelled")).collect();
+    let feedback_labels: Vec<&str> = rows
+        .iter()
+        .map(|&r| labels[r].as_deref().expect("labelled"))
+        .collect();
     let mut feedback = DataFrame::new_infer_height(vec![
         Column::new(text_col.into(), feedback_texts),
         Column::new(label_col.into(), feedback_labels),
     ])?;
     let feedback_path = out.with_file_name(format!("{stem}.feedback.csv"));
     write_table(&mut feedback, &feedback_path, None)?;
-    ui.info(&format!("metrics in {}; {} feedback rows in {}", metrics_path.display(), rows.len(), feedback_path.display()));
+    ui.info(&format!(
+        "metrics in {}; {} feedback rows in {}",
+        metrics_path.display(),
+        rows.len(),
+        feedback_path.display()
+    ));
     Ok(())
 }
 

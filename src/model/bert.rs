@@ -73,18 +73,22 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Linear {
+    /// `x Wᵀ` without the bias, for callers that fuse the bias into the next op.
+    fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
         y.reshape(out_dims)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_no_bias(x)?.broadcast_add(&self.bias)
     }
 }
 
@@ -254,11 +258,14 @@ impl Layer {
         let attn = mode.dropout(&self.attn_out.forward(&context)?, self.hidden_dropout)?;
         let x = self.attn_norm.forward(&(attn + x)?, mode)?;
 
-        let inner = self.intermediate.forward(&x)?;
         let inner = match self.act {
-            HiddenAct::Gelu => inner.gelu_erf()?,
-            HiddenAct::GeluNew => inner.gelu()?,
-            HiddenAct::Relu => inner.relu()?,
+            // Bias and GELU in one fused pass (kernels::bias_gelu).
+            HiddenAct::Gelu => crate::kernels::bias_gelu(
+                &self.intermediate.forward_no_bias(&x)?,
+                &self.intermediate.bias,
+            )?,
+            HiddenAct::GeluNew => self.intermediate.forward(&x)?.gelu()?,
+            HiddenAct::Relu => self.intermediate.forward(&x)?.relu()?,
         };
         let out = mode.dropout(&self.output.forward(&inner)?, self.hidden_dropout)?;
         self.out_norm.forward(&(out + x)?, mode)

@@ -3,8 +3,22 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// The loss of `logits` (batch, classes) against `labels`, differentiable.
+/// The loss of `logits` (batch, classes) against `labels`, differentiable. Single precision and
+/// below use the fused kernel (loss and gradient in one pass); f64 the composed ops.
 pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &[usize],
+    weights: &[f32],
+) -> Result<Tensor> {
+    if logits.dtype() != DType::F64 {
+        let labels: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
+        return crate::kernels::weighted_cross_entropy(logits, &labels, weights);
+    }
+    weighted_cross_entropy_composed(logits, labels, weights)
+}
+
+/// The same loss from candle's differentiable ops (the fused kernel's oracle).
+pub fn weighted_cross_entropy_composed(
     logits: &Tensor,
     labels: &[usize],
     weights: &[f32],

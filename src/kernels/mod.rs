@@ -1,0 +1,412 @@
+//! Our fused kernels. Each op runs on the CPU (its `cpu_fwd`, the test oracle) and, in a `cuda`
+//! build, on the GPU with the matching kernel of `kernels/catbert.cu`. Model-agnostic: plain
+//! tensors in, tensors out.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
+use rayon::prelude::*;
+
+/// The contiguous f32 data of a CPU tensor argument.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{what}: expected f32, got {:?}", storage.dtype())
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+fn u32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [u32]> {
+    let CpuStorage::U32(data) = storage else {
+        candle_core::bail!("{what}: expected u32, got {:?}", storage.dtype())
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Class-weighted softmax cross-entropy whose forward pass also computes the gradient: the
+/// result is (rows, classes + 1) with each row's loss share in column 0 and d loss / d logits
+/// after it, so the backward pass is one multiply.
+struct WeightedCrossEntropy {
+    total_weight: f32,
+}
+
+impl CustomOp3 for WeightedCrossEntropy {
+    fn name(&self) -> &'static str {
+        "weighted-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, classes) = l1.shape().dims2()?;
+        let logits = f32_slice(s1, l1, "logits")?;
+        let labels = u32_slice(s2, l2, "labels")?;
+        let weights = f32_slice(s3, l3, "weights")?;
+        let mut out = vec![0f32; rows * (classes + 1)];
+        for ((x, &y), o) in logits
+            .chunks(classes)
+            .zip(labels)
+            .zip(out.chunks_mut(classes + 1))
+        {
+            let y = y as usize;
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = x.iter().map(|v| (v - m).exp()).sum();
+            let coef = weights[y] / self.total_weight;
+            for (c, v) in x.iter().enumerate() {
+                let p = (v - m).exp() / s;
+                o[1 + c] = coef * (p - if c == y { 1.0 } else { 0.0 });
+            }
+            o[0] = coef * (s.ln() + m - x[y]);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, classes + 1))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::weighted_cross_entropy(s1, l1, s2, l2, s3, l3, self.total_weight)
+    }
+
+    fn bwd(
+        &self,
+        _logits: &Tensor,
+        _labels: &Tensor,
+        _weights: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let classes = res.dim(1)? - 1;
+        let upstream = grad_res.narrow(1, 0, 1)?;
+        let grad = res.narrow(1, 1, classes)?.broadcast_mul(&upstream)?;
+        Ok((Some(grad), None, None))
+    }
+}
+
+/// Σᵢ w_{yᵢ}·(−log softmax(xᵢ)_{yᵢ}) / Σᵢ w_{yᵢ} (torch's `CrossEntropyLoss(weight=w)`), fused.
+/// `logits` (rows, classes) f32, `labels` (rows) u32 on the same device, `weights` host values.
+pub fn weighted_cross_entropy(logits: &Tensor, labels: &[u32], weights: &[f32]) -> Result<Tensor> {
+    let total_weight: f32 = labels.iter().map(|&y| weights[y as usize]).sum();
+    let dev = logits.device();
+    let labels_t = Tensor::new(labels, dev)?;
+    let weights_t = Tensor::new(weights, dev)?;
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let out = logits.apply_op3(&labels_t, &weights_t, WeightedCrossEntropy { total_weight })?;
+    out.narrow(1, 0, 1)?.sum_all()
+}
+
+/// Softmax and top-k per row in one op: (rows, 2k) = k probabilities best first, then their
+/// class indices (as f32). Ties go to the lower class index.
+struct SoftmaxTopK {
+    k: usize,
+}
+
+impl CustomOp1 for SoftmaxTopK {
+    fn name(&self) -> &'static str {
+        "softmax-top-k"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, classes) = layout.shape().dims2()?;
+        let logits = f32_slice(storage, layout, "logits")?;
+        let k = self.k;
+        let mut out = vec![0f32; rows * 2 * k];
+        for (x, o) in logits.chunks(classes).zip(out.chunks_mut(2 * k)) {
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = x.iter().map(|v| (v - m).exp()).sum();
+            let mut idx: Vec<usize> = (0..classes).collect();
+            idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
+            for (r, &c) in idx.iter().take(k).enumerate() {
+                o[r] = (x[c] - m).exp() / s;
+                o[k + r] = c as f32;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, 2 * k))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::softmax_top_k(storage, layout, self.k)
+    }
+}
+
+/// The top `k` (≤ classes) classes and probabilities of each row of `logits`, row-major.
+pub fn softmax_top_k(logits: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+    let (rows, classes) = logits.dims2()?;
+    let k = k.min(classes);
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let out = logits
+        .apply_op1_no_bwd(&SoftmaxTopK { k })?
+        .to_vec2::<f32>()?;
+    let mut ids = Vec::with_capacity(rows * k);
+    let mut probs = Vec::with_capacity(rows * k);
+    for row in out {
+        probs.extend_from_slice(&row[..k]);
+        ids.extend(row[k..].iter().map(|&c| c as u32));
+    }
+    Ok((ids, probs))
+}
+
+fn gelu_erf(h: f32) -> f32 {
+    0.5 * h * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+fn gelu_erf_grad(h: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2)) + h * INV_SQRT_2PI * (-0.5 * h * h).exp()
+}
+
+/// erf in f64 precision (the f32 result matches CUDA's `erff` to an ulp or two).
+fn erf(x: f32) -> f32 {
+    candle_core::cpu::erf::erf_f64(x as f64) as f32
+}
+
+/// gelu(x + bias) over the last dimension, forward in one pass; its backward is a second op.
+struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "x")?;
+        let bias = f32_slice(s2, l2, "bias")?;
+        let d = bias.len();
+        let mut out = vec![0f32; x.len()];
+        // Rows in parallel: erf is the costly part of a BERT layer's elementwise work.
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(o, x)| {
+                for ((o, v), b) in o.iter_mut().zip(x).zip(bias) {
+                    *o = gelu_erf(v + b);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::bias_gelu(s1, l1, s2, l2, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = x.apply_op3_no_bwd(bias, &grad_res.contiguous()?, &BiasGeluBackward)?;
+        let rows = dx.elem_count() / bias.elem_count();
+        let dbias = dx.reshape((rows, bias.elem_count()))?.sum(0)?;
+        Ok((Some(dx), Some(dbias)))
+    }
+}
+
+/// dx = dy · gelu'(x + bias).
+struct BiasGeluBackward;
+
+impl CustomOp3 for BiasGeluBackward {
+    fn name(&self) -> &'static str {
+        "bias-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "x")?;
+        let bias = f32_slice(s2, l2, "bias")?;
+        let dy = f32_slice(s3, l3, "dy")?;
+        let d = bias.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d).zip(dy.par_chunks(d)))
+            .for_each(|(o, (x, dy))| {
+                for (((o, v), g), b) in o.iter_mut().zip(x).zip(dy).zip(bias) {
+                    *o = g * gelu_erf_grad(v + b);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda::bias_gelu(s1, l1, s2, l2, Some((s3, l3)))
+    }
+}
+
+/// gelu_erf(x + bias), bias broadcast over the last dimension; f32 (other dtypes fall back to
+/// candle's ops).
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || bias.dtype() != DType::F32 {
+        return x.broadcast_add(bias)?.gelu_erf();
+    }
+    if x.dim(D::Minus1)? != bias.elem_count() {
+        candle_core::bail!(
+            "bias-gelu: x {:?} and bias {:?} do not fit",
+            x.shape(),
+            bias.shape()
+        )
+    }
+    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::new(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| rng.normal() as f32 * 2.0)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
+        let x = Var::from_tensor(&random((7, 5), 1)).unwrap();
+        let labels = [0u32, 4, 2, 2, 1, 3, 4];
+        let weights = [1.5f32, 0.5, 1.0, 2.0, 3.0];
+        let fused = weighted_cross_entropy(x.as_tensor(), &labels, &weights).unwrap();
+        let labels_usize: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+        let composed = crate::train::loss::weighted_cross_entropy_composed(
+            x.as_tensor(),
+            &labels_usize,
+            &weights,
+        )
+        .unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-6);
+        let g1 = fused
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone();
+        let g2 = composed
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone();
+        assert!(max_diff(&g1, &g2) < 1e-6, "{g1} vs {g2}");
+    }
+
+    #[test]
+    fn softmax_top_k_matches_softmax_then_sort_with_ties_by_index() {
+        let mut x = random((9, 6), 2).to_vec2::<f32>().unwrap();
+        x[3] = vec![1.0, 2.0, 2.0, 0.5, 2.0, -1.0];
+        let t = Tensor::new(x.clone(), &Device::Cpu).unwrap();
+        let (ids, probs) = softmax_top_k(&t, 4).unwrap();
+        let p = candle_nn::ops::softmax_last_dim(&t)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let want = crate::infer::top_k(&p.concat(), 6, 4);
+        assert_eq!(ids, want.classes);
+        assert_eq!(&ids[12..16], &[1, 2, 4, 0]);
+        for (a, b) in probs.iter().zip(&want.probs) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn bias_gelu_matches_add_then_gelu_forward_and_backward() {
+        let x = Var::from_tensor(&random((6, 8), 3)).unwrap();
+        let b = Var::from_tensor(&random((1, 8), 4).squeeze(0).unwrap()).unwrap();
+        let fused = bias_gelu(x.as_tensor(), b.as_tensor()).unwrap();
+        let composed = x
+            .as_tensor()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-6);
+        let probe = random((6, 8), 5);
+        let g1 = (&fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&composed * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &b] {
+            let d = max_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-5, "gradient differs by {d}");
+        }
+    }
+}
