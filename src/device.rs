@@ -1,6 +1,6 @@
 //! Where tensors live. Knows CPU and CUDA, nothing about models.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
 
@@ -31,6 +31,81 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// Numeric precision of the forward and backward passes. Checkpoints and AdamW state stay
+/// fp32 either way; bf16 computes with fp32 master weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    /// What `--precision` resolves to: bf16 on a GPU of compute capability ≥ 8.0, fp32
+    /// elsewhere; bf16 asked for on the CPU is refused (it is slower there, not faster).
+    pub fn resolve(asked: Option<Precision>, device: &Device) -> Result<Precision> {
+        let bf16_ok = compute_capability(device).is_some_and(|(major, _)| major >= 8);
+        match asked {
+            None if bf16_ok => Ok(Precision::Bf16),
+            None => Ok(Precision::Fp32),
+            Some(Precision::Bf16) if !bf16_ok => Err(Error::Usage(
+                "--precision bf16 needs a CUDA GPU of compute capability 8.0 or newer; use fp32 here".into(),
+            )),
+            Some(p) => Ok(p),
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::Fp32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// (major, minor) compute capability of a CUDA device; `None` for the CPU.
+#[cfg(feature = "cuda")]
+pub fn compute_capability(device: &Device) -> Option<(i32, i32)> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as A;
+    let Device::Cuda(dev) = device else {
+        return None;
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    let major = ctx
+        .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .ok()?;
+    let minor = ctx
+        .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+        .ok()?;
+    Some((major, minor))
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn compute_capability(_device: &Device) -> Option<(i32, i32)> {
+    None
+}
+
+/// The GPU's name, for logs and `catbert.json`.
+#[cfg(feature = "cuda")]
+fn gpu_name(device: &Device) -> Option<String> {
+    let Device::Cuda(dev) = device else {
+        return None;
+    };
+    dev.cuda_stream().context().name().ok()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_name(_device: &Device) -> Option<String> {
+    None
+}
+
 /// The device picked, plus a notice for the user when `auto` fell back to the CPU.
 pub struct Selected {
     pub device: Device,
@@ -42,7 +117,13 @@ impl Selected {
     pub fn describe(&self) -> String {
         match &self.device {
             Device::Cpu => format!("cpu ({} threads)", candle_core::utils::get_num_threads()),
-            Device::Cuda(_) => "cuda".to_string(),
+            Device::Cuda(_) => {
+                let name = gpu_name(&self.device).unwrap_or_else(|| "unknown GPU".into());
+                match compute_capability(&self.device) {
+                    Some((major, minor)) => format!("cuda ({name}, compute {major}.{minor})"),
+                    None => format!("cuda ({name})"),
+                }
+            }
             other => format!("{other:?}"),
         }
     }
@@ -86,7 +167,7 @@ fn cuda(ordinal: usize) -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda(_ordinal: usize) -> Result<Device> {
     Err(Error::Device(
-        "this catbert was built without CUDA support (rebuild with --features cuda)".to_string(),
+        "this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh".to_string(),
     ))
 }
 
@@ -111,9 +192,14 @@ mod tests {
         assert!(s.device.is_cpu());
         assert!(s.notice.is_none());
         let err = select(DeviceChoice::Cuda(0)).err().unwrap().to_string();
-        assert_eq!(
-            err,
-            "this catbert was built without CUDA support (rebuild with --features cuda)"
+        assert!(
+            err.starts_with("this catbert was built without CUDA support"),
+            "{err}"
         );
+        assert_eq!(
+            Precision::resolve(None, &Device::Cpu).unwrap(),
+            Precision::Fp32
+        );
+        assert!(Precision::resolve(Some(Precision::Bf16), &Device::Cpu).is_err());
     }
 }

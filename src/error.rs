@@ -103,6 +103,13 @@ pub enum Error {
     #[error("{0}")]
     Device(String),
 
+    #[error("out of GPU memory with {flag} {batch_size}; try {flag} {try_size}")]
+    OutOfMemory {
+        flag: String,
+        batch_size: usize,
+        try_size: usize,
+    },
+
     #[error("{context}: {source}")]
     Candle {
         context: String,
@@ -121,6 +128,7 @@ impl Error {
                 | Error::Candle { .. }
                 | Error::Hub { .. }
                 | Error::Diverged { .. }
+                | Error::OutOfMemory { .. }
         )
     }
 }

@@ -109,6 +109,41 @@ pub fn predict_probs(
     Ok(probs)
 }
 
+/// The `k` best classes of every encoded row with their probabilities, in input order. Softmax
+/// and top-k run on the device (kernels::softmax_top_k), so only k values per row come back.
+pub fn predict_top_k(
+    model: &BertClassifier,
+    encoded: &[Vec<u32>],
+    pad_id: u32,
+    device: &Device,
+    batch_size: usize,
+    k: usize,
+    progress: &dyn Progress,
+) -> Result<TopK> {
+    let k = k.min(model.num_labels());
+    let mut out = TopK {
+        k,
+        classes: vec![0; encoded.len() * k],
+        probs: vec![0.0; encoded.len() * k],
+    };
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    for batch in length_batches(&lengths, batch_size) {
+        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
+        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
+        let logits = model
+            .forward(&ids, &mask, &mut Mode::Eval)
+            .ctx("running the model")?;
+        let (classes, probs) =
+            crate::kernels::softmax_top_k(&logits, k).ctx("softmax and top-k")?;
+        for (j, &row) in batch.iter().enumerate() {
+            out.classes[row * k..(row + 1) * k].copy_from_slice(&classes[j * k..(j + 1) * k]);
+            out.probs[row * k..(row + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
+        }
+        progress.advance(batch.len());
+    }
+    Ok(out)
+}
+
 /// Top-k of row-major probabilities with `classes` columns.
 pub fn top_k(probs: &[f32], classes: usize, k: usize) -> TopK {
     let k = k.min(classes);

@@ -6,6 +6,13 @@ use catbert::cli::{run, Cli};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(gpu) = catbert::cli::launch::gpu_build_for(cli.command.device()) {
+        let err = catbert::cli::launch::hand_over(&gpu);
+        eprintln!(
+            "notice: could not start {}: {err}; running on the CPU",
+            gpu.display()
+        );
+    }
     let verbose = cli.verbose;
     if let Err(err) = run(cli) {
         if verbose {

@@ -371,7 +371,7 @@ fn bad_data_files() {
     assert_error(
         &o,
         2,
-        "error: this catbert was built without CUDA support (rebuild with --features cuda)",
+        "error: this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh",
     );
     let o = run(&ok, &["--out", s(&dir.path().join("x.docx"))]);
     assert!(

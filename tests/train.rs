@@ -183,7 +183,7 @@ fn optimizer_steps_match_pytorch_adamw() {
         .collect();
     let names: Vec<String> = (0..5).map(|i| format!("class_{i}")).collect();
     let loaded = ckpt
-        .load_for_training(&Device::Cpu, DType::F32, &names, 0, None)
+        .load_for_training(&Device::Cpu, DType::F32, DType::F32, &names, 0, None)
         .unwrap();
     assert!(loaded.report.missing.is_empty());
     let ids = ints2(&expected["input_ids"]);
@@ -253,7 +253,8 @@ fn optimizer_steps_match_pytorch_adamw() {
         );
         opt.step(&grads, lr).unwrap();
     }
-    let mut want = candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
+    let mut want =
+        candle_core::safetensors::load(dir.join("final.safetensors"), &Device::Cpu).unwrap();
     let got: HashMap<String, Tensor> = loaded
         .params
         .vars
@@ -269,7 +270,12 @@ fn optimizer_steps_match_pytorch_adamw() {
         .collect();
     want.retain(|n, _| !key_biases.contains_key(n));
     assert_close(&got, &want, 1e-5, "parameters after 3 steps");
-    assert_close(&got, &key_biases, 5e-5, "attention key biases after 3 steps");
+    assert_close(
+        &got,
+        &key_biases,
+        5e-5,
+        "attention key biases after 3 steps",
+    );
 }
 
 fn assert_close(
@@ -304,4 +310,28 @@ fn assert_close(
         worst.0,
         worst.1
     );
+}
+
+/// Mixed precision: bf16 compute over f32 master weights gives the f32 loss to bf16 accuracy,
+/// and its gradients reach the f32 parameters.
+#[test]
+fn bf16_compute_with_f32_master_weights() {
+    let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
+    let names: Vec<String> = (0..7).map(|i| format!("class_{i}")).collect();
+    let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    let loss_of = |compute: DType| {
+        let loaded = ckpt.load_for_training(&Device::Cpu, DType::F32, compute, &names, 0, None).unwrap();
+        let logits = loaded.model.forward(&ids, &mask, &mut Mode::Train { rng: &mut Rng::new(3) }).unwrap();
+        assert_eq!(logits.dtype(), compute);
+        let loss = weighted_cross_entropy(&logits, &LABELS, &[1.0; 7]).unwrap();
+        let grads = loss.backward().unwrap();
+        let head = loaded.params.vars.iter().find(|p| p.name == "classifier.weight").unwrap();
+        let g = grads.get(head.var.as_tensor()).unwrap();
+        assert_eq!(g.dtype(), DType::F32, "master weights get f32 gradients");
+        loss.to_scalar::<f32>().unwrap()
+    };
+    let (full, half) = (loss_of(DType::F32), loss_of(DType::BF16));
+    assert!((full - half).abs() < 0.02 * full.abs().max(1.0), "f32 {full} vs bf16 {half}");
 }

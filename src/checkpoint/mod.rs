@@ -165,7 +165,7 @@ impl Checkpoint {
                 ),
             });
         };
-        let loaded = self.build(tensors, device, dtype, num_labels, false, 0)?;
+        let loaded = self.build(tensors, device, (dtype, dtype), num_labels, false, 0)?;
         if let Some(issue) = loaded.report.mismatched.first() {
             return Err(Error::ShapeMismatch {
                 path: weights_path,
@@ -191,6 +191,7 @@ impl Checkpoint {
         &self,
         device: &Device,
         dtype: DType,
+        compute: DType,
         labels: &[String],
         seed: u64,
         tensors: Option<HashMap<String, Tensor>>,
@@ -204,7 +205,7 @@ impl Checkpoint {
             tensors.retain(|name, _| !name.starts_with("classifier."));
         }
         let weights_path = self.weight_files[0].clone();
-        let loaded = self.build(tensors, device, dtype, labels.len(), true, seed)?;
+        let loaded = self.build(tensors, device, (dtype, compute), labels.len(), true, seed)?;
         if let Some(issue) = loaded.report.mismatched.first() {
             return Err(Error::ShapeMismatch {
                 path: weights_path,
@@ -236,12 +237,13 @@ impl Checkpoint {
         &self,
         tensors: HashMap<String, Tensor>,
         device: &Device,
-        dtype: DType,
+        (dtype, compute): (DType, DType),
         num_labels: usize,
         trainable: bool,
         seed: u64,
     ) -> Result<LoadedClassifier> {
-        let store = ParamStore::new(tensors, device, dtype, trainable, seed);
+        let store =
+            ParamStore::new(tensors, device, dtype, trainable, seed).with_compute_dtype(compute);
         let model = BertClassifier::load(&store, &self.config, num_labels).map_err(|source| {
             Error::Candle {
                 context: format!("building the model from {}", self.dir.display()),

@@ -13,6 +13,7 @@ use super::{set_threads, RunArgs};
 use crate::checkpoint::{resolve, Checkpoint, CheckpointWriter, HubSettings};
 use crate::data::split::{balanced_weights, stratified_split, LabelMap};
 use crate::data::Table;
+use crate::device::Precision;
 use crate::error::Error;
 use crate::metrics::{format_table, Metric};
 use crate::train::{
@@ -349,9 +350,11 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         Some((state, params, optimizer)) => (Some((state, optimizer)), Some(params)),
         None => (None, None),
     };
+    let precision = Precision::resolve(args.run.precision, &selected.device)?;
     let loaded = base.load_for_training(
         &selected.device,
         DType::F32,
+        precision.dtype(),
         &label_map.names,
         hyper.seed,
         init_tensors,
@@ -361,9 +364,10 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         ui.info(&format!("initialised fresh: {}", fresh.join(", ")));
     }
     ui.info(&format!(
-        "base {} on {}; {} epochs, batch {}, lr {}, metric {}; output {}",
+        "base {} on {}, {}; {} epochs, batch {}, lr {}, metric {}; output {}",
         folder.origin,
         selected.describe(),
+        precision.name(),
         hyper.epochs,
         hyper.batch_size,
         hyper.lr,
@@ -371,18 +375,25 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         out.display()
     ));
 
-    let meta = static_meta(
-        &s,
-        &hyper,
-        &text_col,
-        &label_col,
-        &label_map.names,
-        &class_weights,
-        &folder.origin,
-        &selected.describe(),
-        max_len,
-        val_split,
-    );
+    let meta = json!({
+        "catbert_version": env!("CARGO_PKG_VERSION"),
+        "base_model": folder.origin,
+        "text_column": text_col,
+        "label_column": label_col,
+        "eval_label_column": s.eval_label_col.as_deref().unwrap_or(&label_col),
+        "labels": label_map.names,
+        "class_weights": class_weights,
+        "class_weight_mode": match s.class_weights.unwrap_or(ClassWeights::Balanced) {
+            ClassWeights::Balanced => "balanced",
+            ClassWeights::None => "none",
+        },
+        "train_file": s.train,
+        "eval_file": s.eval,
+        "args": { "hyper": hyper, "max_len": max_len, "val_split": val_split },
+        "device": selected.describe(),
+        "precision": precision.name(),
+    });
+    let meta: StaticMeta = meta.as_object().cloned().expect("object");
     let data = TrainData {
         train,
         holdout,
@@ -398,16 +409,20 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         labels: &label_map.names,
     };
     let started = Instant::now();
-    let outcome = fit(
-        &loaded.model,
-        &loaded.params,
-        &data,
-        &hyper,
-        &selected.device,
-        &writer,
-        &meta,
-        resume_state,
-        &observer,
+    let outcome = super::oom_hint(
+        fit(
+            &loaded.model,
+            &loaded.params,
+            &data,
+            &hyper,
+            &selected.device,
+            &writer,
+            &meta,
+            resume_state,
+            &observer,
+        ),
+        "--batch-size",
+        hyper.batch_size,
     )?;
     let best = outcome.state.best_epoch.unwrap_or(0);
     let rec = &outcome.state.history[best.saturating_sub(1)];
@@ -497,37 +512,6 @@ fn read_eval(
         table.rows() - keep_texts.len()
     ));
     Ok((keep_texts, keep_labels))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn static_meta(
-    s: &Settings,
-    hyper: &Hyper,
-    text_col: &str,
-    label_col: &str,
-    labels: &[String],
-    class_weights: &[f32],
-    base: &str,
-    device: &str,
-    max_len: usize,
-    val_split: f64,
-) -> StaticMeta {
-    let value = json!({
-        "catbert_version": env!("CARGO_PKG_VERSION"),
-        "base_model": base,
-        "text_column": text_col,
-        "label_column": label_col,
-        "eval_label_column": s.eval_label_col.as_deref().unwrap_or(label_col),
-        "labels": labels,
-        "class_weights": class_weights,
-        "class_weight_mode": match s.class_weights.unwrap_or(ClassWeights::Balanced) { ClassWeights::Balanced => "balanced", ClassWeights::None => "none" },
-        "train_file": s.train,
-        "eval_file": s.eval,
-        "args": { "hyper": hyper, "max_len": max_len, "val_split": val_split },
-        "device": device,
-        "precision": "fp32",
-    });
-    value.as_object().cloned().expect("object")
 }
 
 /// Draws one bar per epoch and prints each epoch's metrics.

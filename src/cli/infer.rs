@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::DType;
 use clap::Args;
 use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 
@@ -12,8 +11,9 @@ use super::progress::Ui;
 use super::{parse_format, set_threads, RunArgs};
 use crate::checkpoint::{resolve, Checkpoint, HubSettings};
 use crate::data::{write_table, Format, Table};
+use crate::device::Precision;
 use crate::error::Error;
-use crate::infer::{predict_probs, top_k, TopK};
+use crate::infer::{predict_top_k, TopK};
 use crate::metrics::{evaluate, format_table};
 
 #[derive(Debug, Args)]
@@ -92,7 +92,8 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     let table = Table::read(&args.file, args.format)?;
     let texts = table.texts(&text_col)?;
 
-    let loaded = ckpt.load_classifier(&selected.device, DType::F32)?;
+    let precision = Precision::resolve(args.run.precision, &selected.device)?;
+    let loaded = ckpt.load_classifier(&selected.device, precision.dtype())?;
     let encoder = ckpt.text_encoder(args.max_len)?;
     if !loaded.report.unexpected.is_empty() {
         ui.notice(&format!(
@@ -109,9 +110,10 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         ));
     }
     ui.info(&format!(
-        "model {} ({classes} classes) on {}; {} rows from {}",
+        "model {} ({classes} classes) on {}, {}; {} rows from {}",
         folder.origin,
         selected.describe(),
+        precision.name(),
         texts.len(),
         args.file.display()
     ));
@@ -119,16 +121,20 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     let start = Instant::now();
     let encoded = encoder.encode_all(&texts)?;
     let bar = ui.bar(texts.len() as u64, "infer");
-    let probs = predict_probs(
-        &loaded.model,
-        &encoded,
-        encoder.pad_id(),
-        &selected.device,
+    let top = super::oom_hint(
+        predict_top_k(
+            &loaded.model,
+            &encoded,
+            encoder.pad_id(),
+            &selected.device,
+            args.batch_size,
+            args.top_k,
+            &bar,
+        ),
+        "--batch-size",
         args.batch_size,
-        &bar,
     )?;
     drop(bar);
-    let top = top_k(&probs, classes, args.top_k);
     let seconds = start.elapsed().as_secs_f64();
 
     let mut frame = if args.long {

@@ -3,6 +3,7 @@
 
 mod finetune;
 mod infer;
+pub mod launch;
 mod progress;
 
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct RunArgs {
     /// auto (CUDA when usable, else CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+
+    /// fp32 or bf16 [default: bf16 on a GPU of compute capability ≥ 8.0, else fp32].
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::device::Precision>,
 }
 
 /// A `--format` value.
@@ -57,6 +62,16 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
 /// A path argument (kept as given, for messages).
 pub type PathArg = PathBuf;
 
+impl Command {
+    /// The `--device` of the command.
+    pub fn device(&self) -> DeviceChoice {
+        match self {
+            Command::Finetune(a) => a.run.device,
+            Command::Infer(a) => a.run.device,
+        }
+    }
+}
+
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ui = progress::Ui { quiet: cli.quiet };
@@ -64,6 +79,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(args) => finetune::run(*args, &ui),
         Command::Infer(args) => infer::run(args, &ui),
     }
+}
+
+/// Turn a GPU out-of-memory failure into advice: the batch size that was too large and the
+/// one to try.
+pub fn oom_hint<T>(result: crate::Result<T>, flag: &str, batch_size: usize) -> crate::Result<T> {
+    result.map_err(|e| {
+        let text = format!("{e:?}");
+        if text.contains("OUT_OF_MEMORY") || text.contains("out of memory") {
+            crate::Error::OutOfMemory {
+                flag: flag.to_string(),
+                batch_size,
+                try_size: (batch_size / 2).max(1),
+            }
+        } else {
+            e
+        }
+    })
 }
 
 /// Make the math use `threads` cores. Candle's CPU kernels and the tokenizer read rayon's
@@ -74,5 +106,23 @@ pub fn set_threads(threads: Option<usize>) {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_names_the_batch_size_to_try() {
+        let cuda_oom: crate::Result<()> = Err(crate::Error::Candle {
+            context: "forward pass".into(),
+            source: candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()),
+        });
+        let err = oom_hint(cuda_oom, "--batch-size", 64).unwrap_err();
+        assert_eq!(err.to_string(), "out of GPU memory with --batch-size 64; try --batch-size 32");
+        assert!(!err.is_input_error());
+        let other: crate::Result<()> = Err(crate::Error::Usage("x".into()));
+        assert_eq!(oom_hint(other, "--batch-size", 64).unwrap_err().to_string(), "x");
     }
 }

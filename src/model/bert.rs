@@ -48,10 +48,20 @@ impl Mode<'_> {
     }
 }
 
+/// `t` in `dtype` (a no-op when it already is): master weights in f32, compute in bf16.
+fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
+    if t.dtype() == dtype {
+        Ok(t.clone())
+    } else {
+        t.to_dtype(dtype)
+    }
+}
+
 /// `y = x Wᵀ + b` over the last dimension; inputs are flattened to 2-D so one GEMM runs.
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    compute: DType,
 }
 
 impl Linear {
@@ -69,6 +79,7 @@ impl Linear {
                 Init::Normal { std },
             )?,
             bias: store.get(&format!("{prefix}.bias"), &[out_dim], Init::Zeros)?,
+            compute: store.compute_dtype(),
         })
     }
 }
@@ -79,7 +90,9 @@ impl Linear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = x
+            .reshape((rows, in_dim))?
+            .matmul(&cast(&self.weight, self.compute)?.t()?)?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
         y.reshape(out_dims)
@@ -88,7 +101,8 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_no_bias(x)?.broadcast_add(&self.bias)
+        self.forward_no_bias(x)?
+            .broadcast_add(&cast(&self.bias, self.compute)?)
     }
 }
 
@@ -96,6 +110,7 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    compute: DType,
 }
 
 impl LayerNorm {
@@ -104,12 +119,17 @@ impl LayerNorm {
             weight: store.get(&format!("{prefix}.weight"), &[dim], Init::Ones)?,
             bias: store.get(&format!("{prefix}.bias"), &[dim], Init::Zeros)?,
             eps,
+            compute: store.compute_dtype(),
         })
     }
 
     fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let (weight, bias) = (
+            cast(&self.weight, self.compute)?,
+            cast(&self.bias, self.compute)?,
+        );
         if !mode.is_train() {
-            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
+            return candle_nn::ops::layer_norm(x, &weight, &bias, self.eps as f32);
         }
         // Differentiable composition (the fused kernel has no backward).
         // Half-precision inputs are normalised in f32; f32/f64 stay as they are.
@@ -124,8 +144,8 @@ impl LayerNorm {
         let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         normed
             .to_dtype(dtype)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+            .broadcast_mul(&weight)?
+            .broadcast_add(&bias)
     }
 }
 
@@ -181,7 +201,8 @@ impl Embeddings {
                 .token_type
                 .narrow(0, 0, 1)?
                 .broadcast_as((len, hidden))?)?;
-        let x = words.broadcast_add(&extra)?;
+        let compute = self.norm.compute;
+        let x = cast(&words, compute)?.broadcast_add(&cast(&extra, compute)?)?;
         let x = self.norm.forward(&x, mode)?;
         mode.dropout(&x, self.dropout)
     }
@@ -262,7 +283,7 @@ impl Layer {
             // Bias and GELU in one fused pass (kernels::bias_gelu).
             HiddenAct::Gelu => crate::kernels::bias_gelu(
                 &self.intermediate.forward_no_bias(&x)?,
-                &self.intermediate.bias,
+                &cast(&self.intermediate.bias, self.intermediate.compute)?,
             )?,
             HiddenAct::GeluNew => self.intermediate.forward(&x)?.gelu()?,
             HiddenAct::Relu => self.intermediate.forward(&x)?.relu()?,
@@ -316,7 +337,7 @@ impl BertClassifier {
         attention_mask: &Tensor,
         mode: &mut Mode,
     ) -> Result<(Tensor, Tensor)> {
-        let dtype = self.embeddings.word.dtype();
+        let dtype = self.embeddings.norm.compute;
         let (batch, len) = input_ids.dims2()?;
         // 0 where attended, the dtype's most negative value where padded (transformers' rule).
         let min = match dtype {

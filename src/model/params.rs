@@ -50,6 +50,8 @@ pub struct ParamStore {
     loaded: HashMap<String, Tensor>,
     device: Device,
     dtype: DType,
+    /// The dtype the forward pass computes in (bf16 over f32 master weights, for instance).
+    compute: DType,
     trainable: bool,
     init_rng: RefCell<Rng>,
     asked: RefCell<Vec<(String, Tensor)>>,
@@ -104,6 +106,7 @@ impl ParamStore {
             loaded,
             device: device.clone(),
             dtype,
+            compute: dtype,
             trainable,
             init_rng: RefCell::new(Rng::new(seed)),
             asked: RefCell::new(Vec::new()),
@@ -111,6 +114,16 @@ impl ParamStore {
             missing: RefCell::new(Vec::new()),
             mismatched: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Compute in `dtype` while parameters stay in the store's dtype (mixed precision).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute = dtype;
+        self
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// The tensor called `name` with `shape`, loaded or initialised.
