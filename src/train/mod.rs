@@ -68,10 +68,14 @@ pub struct TrainData {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
+    /// Optimizer steps in this epoch.
+    pub steps: usize,
     pub train_loss: f64,
     pub train_seconds: f64,
     pub train_samples_per_s: f64,
     pub learning_rate_end: f64,
+    /// Where the training time went (host clock; on a GPU, queued work lands in later phases).
+    pub phase_seconds: PhaseSeconds,
     pub holdout: Option<Evaluation>,
     pub eval: Option<Evaluation>,
 }
@@ -81,6 +85,16 @@ impl EpochRecord {
     pub fn selection(&self) -> Option<&Evaluation> {
         self.holdout.as_ref().or(self.eval.as_ref())
     }
+}
+
+/// Seconds spent in each phase of the training steps of one epoch.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct PhaseSeconds {
+    /// Batch preparation, forward pass and loss.
+    pub forward: f64,
+    pub backward: f64,
+    /// Gradient clipping and the AdamW update.
+    pub optimizer: f64,
 }
 
 /// Counters and history saved after every epoch so an interrupted run continues exactly.
@@ -183,6 +197,7 @@ pub fn fit(
         let started = Instant::now();
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         let mut lr = 0.0;
+        let mut phases = PhaseSeconds::default();
         for batch in &batches {
             lr = hyper.lr * linear_schedule(opt.steps(), warmup, total_steps);
             let rows: Vec<&[u32]> = batch
@@ -190,6 +205,7 @@ pub fn fit(
                 .map(|&i| data.train.ids[i].as_slice())
                 .collect();
             let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            let t_forward = Instant::now();
             let (ids, mask) = collate(&rows, data.pad_id, device).ctx("preparing a batch")?;
             let logits = model
                 .forward(
@@ -218,10 +234,15 @@ pub fn fit(
                         .unwrap_or_else(|| "no checkpoint was written".to_string()),
                 });
             }
+            let t_backward = Instant::now();
+            phases.forward += (t_backward - t_forward).as_secs_f64();
             let mut grads = loss.backward().ctx("backward pass")?;
+            let t_optimizer = Instant::now();
+            phases.backward += (t_optimizer - t_backward).as_secs_f64();
             clip_grad_norm(&mut grads, &params.vars, hyper.max_grad_norm)
                 .ctx("gradient clipping")?;
             opt.step(&grads, lr).ctx("AdamW step")?;
+            phases.optimizer += t_optimizer.elapsed().as_secs_f64();
             loss_sum += loss_value * batch.len() as f64;
             seen += batch.len();
             observer.step(batch.len(), loss_sum / seen as f64);
@@ -237,10 +258,12 @@ pub fn fit(
         let eval = evaluate_on("eval", &data.eval)?;
         let record = EpochRecord {
             epoch,
+            steps: batches.len(),
             train_loss: loss_sum / seen.max(1) as f64,
             train_seconds,
             train_samples_per_s: seen as f64 / train_seconds.max(1e-9),
             learning_rate_end: lr,
+            phase_seconds: phases,
             holdout,
             eval,
         };
