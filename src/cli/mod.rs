@@ -117,12 +117,20 @@ mod tests {
     fn out_of_memory_names_the_batch_size_to_try() {
         let cuda_oom: crate::Result<()> = Err(crate::Error::Candle {
             context: "forward pass".into(),
-            source: candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()),
+            source: candle_core::Error::Msg(
+                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+            ),
         });
         let err = oom_hint(cuda_oom, "--batch-size", 64).unwrap_err();
-        assert_eq!(err.to_string(), "out of GPU memory with --batch-size 64; try --batch-size 32");
+        assert_eq!(
+            err.to_string(),
+            "out of GPU memory with --batch-size 64; try --batch-size 32"
+        );
         assert!(!err.is_input_error());
         let other: crate::Result<()> = Err(crate::Error::Usage("x".into()));
-        assert_eq!(oom_hint(other, "--batch-size", 64).unwrap_err().to_string(), "x");
+        assert_eq!(
+            oom_hint(other, "--batch-size", 64).unwrap_err().to_string(),
+            "x"
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::metrics::{evaluate, Evaluation, Metric};
 use crate::model::{BertClassifier, Mode, ModelParams};
 use crate::rng::Rng;
 use loss::{weighted_cross_entropy, weighted_cross_entropy_host};
-use optim::{clip_grad_norm, linear_schedule, AdamW, AdamWConfig};
+use optim::{linear_schedule, AdamW, AdamWConfig};
 
 /// Training hyperparameters (defaults: those of the PyTorch reference).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,12 +236,11 @@ pub fn fit(
             }
             let t_backward = Instant::now();
             phases.forward += (t_backward - t_forward).as_secs_f64();
-            let mut grads = loss.backward().ctx("backward pass")?;
+            let grads = loss.backward().ctx("backward pass")?;
             let t_optimizer = Instant::now();
             phases.backward += (t_optimizer - t_backward).as_secs_f64();
-            clip_grad_norm(&mut grads, &params.vars, hyper.max_grad_norm)
-                .ctx("gradient clipping")?;
-            opt.step(&grads, lr).ctx("AdamW step")?;
+            opt.step(&grads, lr, hyper.max_grad_norm)
+                .ctx("AdamW step")?;
             phases.optimizer += t_optimizer.elapsed().as_secs_f64();
             loss_sum += loss_value * batch.len() as f64;
             seen += batch.len();
@@ -286,7 +285,7 @@ pub fn fit(
         }
         writer.write_state(
             &params.tensors,
-            &opt.state_tensors(),
+            &opt.state_tensors().ctx("saving AdamW state")?,
             &serde_json::to_value(&state).expect("state serialises"),
         )?;
         writer.write_metrics(&serde_json::to_value(&state.history).expect("history serialises"))?;
