@@ -2,6 +2,7 @@
 //! build, on the GPU with the matching kernel of `kernels/catbert.cu`. Model-agnostic: plain
 //! tensors in, tensors out.
 
+mod cpu_fused;
 #[cfg(feature = "cuda")]
 mod cuda;
 
@@ -12,7 +13,11 @@ use candle_core::{
 use rayon::prelude::*;
 
 /// The contiguous f32 data of a CPU tensor argument.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{what}: expected f32, got {:?}", storage.dtype())
     };
@@ -234,6 +239,10 @@ impl CustomOp2 for BiasGelu {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if x.device().is_cpu() {
+            let (dx, dbias) = cpu_fused::bias_gelu_grads(x, bias, grad_res)?;
+            return Ok((Some(dx), Some(dbias)));
+        }
         let dx = x.apply_op3_no_bwd(bias, &grad_res.contiguous()?, &BiasGeluBackward)?;
         let rows = dx.elem_count() / bias.elem_count();
         let dbias = dx.reshape((rows, bias.elem_count()))?.sum(0)?;
@@ -242,7 +251,7 @@ impl CustomOp2 for BiasGelu {
 }
 
 /// dx = dy · gelu'(x + bias).
-struct BiasGeluBackward;
+pub(crate) struct BiasGeluBackward;
 
 impl CustomOp3 for BiasGeluBackward {
     fn name(&self) -> &'static str {
@@ -301,6 +310,55 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         )
     }
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
+}
+
+/// Whether the fused CPU training ops apply (f32 on the CPU; elsewhere candle's composed ops).
+fn fused_cpu(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// x + bias over the last dimension, differentiable.
+pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if fused_cpu(x) && bias.dtype() == DType::F32 {
+        x.contiguous()?
+            .apply_op2(&bias.contiguous()?, cpu_fused::BiasAdd)
+    } else {
+        x.broadcast_add(bias)
+    }
+}
+
+/// LayerNorm over the last dimension, differentiable (candle's fused `layer_norm` records no
+/// backward op). Half-precision input is normalised in f32.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_cpu(x) && gamma.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op3(
+            &gamma.contiguous()?,
+            &beta.contiguous()?,
+            cpu_fused::LayerNorm { eps: eps as f32 },
+        );
+    }
+    let dtype = x.dtype();
+    let x = match dtype {
+        DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed
+        .to_dtype(dtype)?
+        .broadcast_mul(gamma)?
+        .broadcast_add(beta)
+}
+
+/// Softmax over the last dimension, differentiable.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if fused_cpu(x) {
+        x.contiguous()?.apply_op1(cpu_fused::Softmax)
+    } else {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
 }
 
 #[cfg(test)]
@@ -374,6 +432,71 @@ mod tests {
         for (a, b) in probs.iter().zip(&want.probs) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    /// Forward values and gradients of `fused` and `composed` on the same inputs agree.
+    fn same_values_and_grads(vars: &[&Var], fused: &Tensor, composed: &Tensor, probe: &Tensor) {
+        assert!(
+            max_diff(fused, composed) < 1e-5,
+            "forward differs by {}",
+            max_diff(fused, composed)
+        );
+        let g1 = (fused * probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (composed * probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in vars {
+            let d = max_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-4, "gradient differs by {d}");
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_softmax_and_bias_add_match_candle_composed() {
+        let x = Var::from_tensor(&random((130, 16), 6).reshape((10, 13, 16)).unwrap()).unwrap();
+        let g = Var::from_tensor(&random((1, 16), 7).squeeze(0).unwrap()).unwrap();
+        let b = Var::from_tensor(&random((1, 16), 8).squeeze(0).unwrap()).unwrap();
+        let probe = random((130, 16), 9).reshape((10, 13, 16)).unwrap();
+        let (xt, gt, bt) = (x.as_tensor(), g.as_tensor(), b.as_tensor());
+
+        let composed_ln = {
+            let mean = xt.mean_keepdim(D::Minus1).unwrap();
+            let c = xt.broadcast_sub(&mean).unwrap();
+            let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let n = c
+                .broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap())
+                .unwrap();
+            n.broadcast_mul(gt).unwrap().broadcast_add(bt).unwrap()
+        };
+        same_values_and_grads(
+            &[&x, &g, &b],
+            &layer_norm(xt, gt, bt, 1e-12).unwrap(),
+            &composed_ln,
+            &probe,
+        );
+        same_values_and_grads(
+            &[&x],
+            &softmax(xt).unwrap(),
+            &candle_nn::ops::softmax(xt, D::Minus1).unwrap(),
+            &probe,
+        );
+        same_values_and_grads(
+            &[&x, &b],
+            &bias_add(xt, bt).unwrap(),
+            &xt.broadcast_add(bt).unwrap(),
+            &probe,
+        );
     }
 
     #[test]

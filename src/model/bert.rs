@@ -5,7 +5,7 @@
 //! differentiable compositions and applies dropout from a seeded generator so runs resume
 //! bit-for-bit.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 use crate::model::params::{Init, ParamStore};
@@ -41,7 +41,7 @@ impl Mode<'_> {
 
     fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
         if self.is_train() {
-            candle_nn::ops::softmax(x, D::Minus1)
+            crate::kernels::softmax(x)
         } else {
             candle_nn::ops::softmax_last_dim(x)
         }
@@ -101,8 +101,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_no_bias(x)?
-            .broadcast_add(&cast(&self.bias, self.compute)?)
+        crate::kernels::bias_add(&self.forward_no_bias(x)?, &cast(&self.bias, self.compute)?)
     }
 }
 
@@ -131,21 +130,8 @@ impl LayerNorm {
         if !mode.is_train() {
             return candle_nn::ops::layer_norm(x, &weight, &bias, self.eps as f32);
         }
-        // Differentiable composition (the fused kernel has no backward).
-        // Half-precision inputs are normalised in f32; f32/f64 stay as they are.
-        let dtype = x.dtype();
-        let x = match dtype {
-            DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?,
-            _ => x.clone(),
-        };
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .to_dtype(dtype)?
-            .broadcast_mul(&weight)?
-            .broadcast_add(&bias)
+        // Differentiable (candle's fused kernel above records no backward op).
+        crate::kernels::layer_norm(x, &weight, &bias, self.eps)
     }
 }
 
