@@ -186,9 +186,27 @@ fn gelu_erf_grad(h: f32) -> f32 {
     0.5 * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2)) + h * INV_SQRT_2PI * (-0.5 * h * h).exp()
 }
 
-/// erf in f64 precision (the f32 result matches CUDA's `erff` to an ulp or two).
+/// erf in single precision as a rational minimax approximation x·P(x²)/Q(x²) on [−4, 4] (erf
+/// is ±1 in f32 beyond): no exp, no branches (and plain mul/add rather than `mul_add`, which
+/// without FMA in the target is a libm call), so the GELU loops vectorise. GELU's erf was a
+/// fifth of CPU inference time through libm; this is within 1e-6 of it (see the test).
+#[inline]
 fn erf(x: f32) -> f32 {
-    candle_core::cpu::erf::erf_f64(x as f64) as f32
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = -2.726_142_3e-10_f32;
+    let p = p * x2 + 2.770_681_4e-8;
+    let p = p * x2 + -2.101_024e-6;
+    let p = p * x2 + -5.692_506_4e-5;
+    let p = p * x2 + -7.349_906_3e-4;
+    let p = p * x2 + -2.954_600_1e-3;
+    let p = p * x2 + -1.609_603_3e-2;
+    let q = -1.456_607_2e-5_f32;
+    let q = q * x2 + -2.133_740_6e-4;
+    let q = q * x2 + -1.682_827e-3;
+    let q = q * x2 + -7.373_329e-3;
+    let q = q * x2 + -1.426_474e-2;
+    x * p / q
 }
 
 /// gelu(x + bias) over the last dimension, forward in one pass; its backward is a second op.
@@ -385,6 +403,15 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    #[test]
+    fn fast_erf_is_within_1e6_of_libm() {
+        let worst = (-80_000..=80_000)
+            .map(|i| i as f32 * 1e-4)
+            .map(|x| (erf(x) - libm::erff(x)).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "max |erf error| {worst}");
     }
 
     #[test]
