@@ -186,6 +186,9 @@ fn gelu_erf_grad(h: f32) -> f32 {
     0.5 * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2)) + h * INV_SQRT_2PI * (-0.5 * h * h).exp()
 }
 
+/// Rows per parallel task in the elementwise CPU kernels.
+const ROW_BLOCK: usize = 64;
+
 /// erf in single precision as a rational minimax approximation x·P(x²)/Q(x²) on [−4, 4] (erf
 /// is ±1 in f32 beyond): no exp, no branches (and plain mul/add rather than `mul_add`, which
 /// without FMA in the target is a libm call), so the GELU loops vectorise. GELU's erf was a
@@ -228,12 +231,12 @@ impl CustomOp2 for BiasGelu {
         let bias = f32_slice(s2, l2, "bias")?;
         let d = bias.len();
         let mut out = vec![0f32; x.len()];
-        // Rows in parallel: erf is the costly part of a BERT layer's elementwise work.
-        out.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
+        // Blocks of rows in parallel (a task per row would drown in scheduling).
+        out.par_chunks_mut(d * ROW_BLOCK)
+            .zip(x.par_chunks(d * ROW_BLOCK))
             .for_each(|(o, x)| {
-                for ((o, v), b) in o.iter_mut().zip(x).zip(bias) {
-                    *o = gelu_erf(v + b);
+                for (i, (o, v)) in o.iter_mut().zip(x).enumerate() {
+                    *o = gelu_erf(v + bias[i % d]);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -290,11 +293,14 @@ impl CustomOp3 for BiasGeluBackward {
         let dy = f32_slice(s3, l3, "dy")?;
         let d = bias.len();
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d)
-            .zip(x.par_chunks(d).zip(dy.par_chunks(d)))
+        out.par_chunks_mut(d * ROW_BLOCK)
+            .zip(
+                x.par_chunks(d * ROW_BLOCK)
+                    .zip(dy.par_chunks(d * ROW_BLOCK)),
+            )
             .for_each(|(o, (x, dy))| {
-                for (((o, v), g), b) in o.iter_mut().zip(x).zip(dy).zip(bias) {
-                    *o = g * gelu_erf_grad(v + b);
+                for (i, ((o, v), g)) in o.iter_mut().zip(x).zip(dy).enumerate() {
+                    *o = g * gelu_erf_grad(v + bias[i % d]);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
