@@ -237,3 +237,73 @@ pub(super) fn bias_gelu_grads(
     let sums = column_sums(&dx.flatten_all()?.to_vec1::<f32>()?, bias.elem_count());
     Ok((dx, cpu_tensor(sums, bias.shape())?))
 }
+
+/// Multi-head attention for inference on the CPU, one pass per (row, head): scores, masked
+/// softmax and context, reading q, k, v in their (batch, len, hidden) layout and writing the
+/// context in the same layout. Replaces head transposes, two batched GEMMs of tiny matrices and
+/// the mask broadcast, which dominate attention for short texts. No backward (inference only).
+pub(super) struct Attention {
+    pub heads: usize,
+    /// Additive mask, (batch, len): 0 for tokens, a large negative for padding.
+    pub mask: Vec<f32>,
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, len, hidden) = l1.shape().dims3()?;
+        let (q, k, v) = (
+            f32_slice(s1, l1, "q")?,
+            f32_slice(s2, l2, "k")?,
+            f32_slice(s3, l3, "v")?,
+        );
+        let d = hidden / self.heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut out = vec![0f32; batch * len * hidden];
+        out.par_chunks_mut(len * hidden)
+            .enumerate()
+            .for_each(|(b, ctx)| {
+                let base = b * len * hidden;
+                let mask = &self.mask[b * len..(b + 1) * len];
+                let mut p = vec![0f32; len];
+                for h in 0..self.heads {
+                    for i in 0..len {
+                        let qi = &q[base + i * hidden + h * d..][..d];
+                        let mut max = f32::NEG_INFINITY;
+                        for (j, pj) in p.iter_mut().enumerate() {
+                            let kj = &k[base + j * hidden + h * d..][..d];
+                            let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
+                            *pj = dot * scale + mask[j];
+                            max = max.max(*pj);
+                        }
+                        let mut sum = 0f32;
+                        for pj in p.iter_mut() {
+                            *pj = (*pj - max).exp();
+                            sum += *pj;
+                        }
+                        let o = &mut ctx[i * hidden + h * d..][..d];
+                        o.iter_mut().for_each(|x| *x = 0.0);
+                        for (j, pj) in p.iter().enumerate() {
+                            let w = pj / sum;
+                            let vj = &v[base + j * hidden + h * d..][..d];
+                            for (x, y) in o.iter_mut().zip(vj) {
+                                *x += w * y;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((batch, len, hidden))))
+    }
+}

@@ -385,6 +385,31 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Multi-head attention for inference: q, k, v (batch, len, hidden), `mask_bias` additive
+/// (batch, 1, 1, len) → context (batch, len, hidden). Fused on the CPU in f32; `None` where the
+/// caller should use the matmul path (other devices or dtypes).
+pub fn attention_inference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask_bias: &Tensor,
+    heads: usize,
+) -> Result<Option<Tensor>> {
+    if !fused_cpu(q) {
+        return Ok(None);
+    }
+    let mask = mask_bias
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let op = cpu_fused::Attention { heads, mask };
+    Ok(Some(q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &op,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +554,53 @@ mod tests {
             &bias_add(xt, bt).unwrap(),
             &xt.broadcast_add(bt).unwrap(),
             &probe,
+        );
+    }
+
+    #[test]
+    fn fused_attention_matches_the_matmul_path() {
+        let (b, l, heads, d) = (3, 7, 4, 8);
+        let q = random((b * l, heads * d), 11)
+            .reshape((b, l, heads * d))
+            .unwrap();
+        let k = random((b * l, heads * d), 12)
+            .reshape((b, l, heads * d))
+            .unwrap();
+        let v = random((b * l, heads * d), 13)
+            .reshape((b, l, heads * d))
+            .unwrap();
+        let lens = [7usize, 3, 5];
+        let mask: Vec<f32> = lens
+            .iter()
+            .flat_map(|&n| (0..l).map(move |j| if j < n { 0.0 } else { f32::MIN }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, 1, l), &Device::Cpu).unwrap();
+        let fused = attention_inference(&q, &k, &v, &mask, heads)
+            .unwrap()
+            .unwrap();
+        let split = |t: &Tensor| {
+            t.reshape((b, l, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (qs, ks, vs) = (split(&q), split(&k), split(&v));
+        let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
+        let want = probs
+            .matmul(&vs)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, l, heads * d))
+            .unwrap();
+        assert!(
+            max_diff(&fused, &want) < 1e-5,
+            "{}",
+            max_diff(&fused, &want)
         );
     }
 

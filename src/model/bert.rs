@@ -246,22 +246,35 @@ impl Layer {
     fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (batch, len, hidden) = x.dims3()?;
         let head_dim = hidden / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((batch, len, self.heads, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let (q, k, v) = (
+            self.query.forward(x)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
+        let fused = if mode.is_train() {
+            None
+        } else {
+            crate::kernels::attention_inference(&q, &k, &v, mask_bias, self.heads)?
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        let scores = scores.broadcast_add(mask_bias)?;
-        let probs = mode.softmax_last_dim(&scores)?;
-        let probs = mode.dropout(&probs, self.attn_dropout)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, len, hidden))?;
+        let context = match fused {
+            Some(context) => context,
+            None => {
+                let split = |t: Tensor| -> Result<Tensor> {
+                    t.reshape((batch, len, self.heads, head_dim))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+                let scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+                let scores = scores.broadcast_add(mask_bias)?;
+                let probs = mode.softmax_last_dim(&scores)?;
+                let probs = mode.dropout(&probs, self.attn_dropout)?;
+                probs
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((batch, len, hidden))?
+            }
+        };
         let attn = mode.dropout(&self.attn_out.forward(&context)?, self.hidden_dropout)?;
         let x = self.attn_norm.forward(&(attn + x)?, mode)?;
 
