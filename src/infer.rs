@@ -80,6 +80,30 @@ pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
     idx
 }
 
+/// Run the model over `encoded` in length-sorted batches, handing each batch's input row
+/// indices and logits to `each`.
+fn for_each_batch(
+    model: &BertClassifier,
+    encoded: &[Vec<u32>],
+    pad_id: u32,
+    device: &Device,
+    batch_size: usize,
+    progress: &dyn Progress,
+    mut each: impl FnMut(&[usize], &Tensor) -> Result<()>,
+) -> Result<()> {
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    for batch in length_batches(&lengths, batch_size) {
+        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
+        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
+        let logits = model
+            .forward(&ids, &mask, &mut Mode::Eval)
+            .ctx("running the model")?;
+        each(&batch, &logits)?;
+        progress.advance(batch.len());
+    }
+    Ok(())
+}
+
 /// Class probabilities of every encoded row, in input order (row-major, `num_labels` each).
 pub fn predict_probs(
     model: &BertClassifier,
@@ -91,21 +115,23 @@ pub fn predict_probs(
 ) -> Result<Vec<f32>> {
     let classes = model.num_labels();
     let mut probs = vec![0f32; encoded.len() * classes];
-    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
-    for batch in length_batches(&lengths, batch_size) {
-        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
-        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
-        let logits = model
-            .forward(&ids, &mask, &mut Mode::Eval)
-            .ctx("running the model")?;
-        let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32).ctx("softmax")?)
-            .and_then(|p| p.to_vec2::<f32>())
-            .ctx("softmax")?;
-        for (&row, values) in batch.iter().zip(p) {
-            probs[row * classes..(row + 1) * classes].copy_from_slice(&values);
-        }
-        progress.advance(batch.len());
-    }
+    for_each_batch(
+        model,
+        encoded,
+        pad_id,
+        device,
+        batch_size,
+        progress,
+        |batch, logits| {
+            let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32).ctx("softmax")?)
+                .and_then(|p| p.to_vec2::<f32>())
+                .ctx("softmax")?;
+            for (&row, values) in batch.iter().zip(p) {
+                probs[row * classes..(row + 1) * classes].copy_from_slice(&values);
+            }
+            Ok(())
+        },
+    )?;
     Ok(probs)
 }
 
@@ -126,21 +152,23 @@ pub fn predict_top_k(
         classes: vec![0; encoded.len() * k],
         probs: vec![0.0; encoded.len() * k],
     };
-    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
-    for batch in length_batches(&lengths, batch_size) {
-        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
-        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
-        let logits = model
-            .forward(&ids, &mask, &mut Mode::Eval)
-            .ctx("running the model")?;
-        let (classes, probs) =
-            crate::kernels::softmax_top_k(&logits, k).ctx("softmax and top-k")?;
-        for (j, &row) in batch.iter().enumerate() {
-            out.classes[row * k..(row + 1) * k].copy_from_slice(&classes[j * k..(j + 1) * k]);
-            out.probs[row * k..(row + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
-        }
-        progress.advance(batch.len());
-    }
+    for_each_batch(
+        model,
+        encoded,
+        pad_id,
+        device,
+        batch_size,
+        progress,
+        |batch, logits| {
+            let (classes, probs) =
+                crate::kernels::softmax_top_k(logits, k).ctx("softmax and top-k")?;
+            for (j, &row) in batch.iter().enumerate() {
+                out.classes[row * k..(row + 1) * k].copy_from_slice(&classes[j * k..(j + 1) * k]);
+                out.probs[row * k..(row + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
