@@ -32,10 +32,9 @@ pub struct Hyper {
     pub seed: u64,
     pub eval_batch_size: usize,
     pub metric: Metric,
+    /// Batches per length-sorted window when drawing batches (1 = plain random batches).
+    pub bucket_window: usize,
 }
-
-/// Rows per sorted window when bucketing by length (see `bucketed_batches`).
-const BUCKET_WINDOW_BATCHES: usize = 50;
 
 /// Tokenised rows with class indices.
 #[derive(Debug, Clone, Default)]
@@ -190,7 +189,7 @@ pub fn fit(
         let batches = bucketed_batches(
             &lengths,
             hyper.batch_size,
-            BUCKET_WINDOW_BATCHES,
+            hyper.bucket_window,
             &mut order_rng,
         );
         observer.epoch_start(epoch, data.train.len());
