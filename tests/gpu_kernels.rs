@@ -18,19 +18,33 @@ fn gpu() -> Option<Device> {
 }
 
 fn fresh_rng() -> Rng {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("seed {seed}");
     Rng::new(seed)
 }
 
 fn random(rng: &mut Rng, shape: (usize, usize)) -> Tensor {
-    let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.normal() as f32 * 3.0).collect();
+    let v: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.normal() as f32 * 3.0)
+        .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let b = b.to_device(&Device::Cpu).unwrap();
-    (a.to_device(&Device::Cpu).unwrap() - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a.to_device(&Device::Cpu).unwrap() - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -61,7 +75,11 @@ fn softmax_top_k_gpu_matches_cpu() {
     let (c_cpu, p_cpu) = softmax_top_k(&x, 5).unwrap();
     let (c_gpu, p_gpu) = softmax_top_k(&x.to_device(&dev).unwrap(), 5).unwrap();
     assert_eq!(c_cpu, c_gpu);
-    let worst = p_cpu.iter().zip(&p_gpu).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let worst = p_cpu
+        .iter()
+        .zip(&p_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(worst < 1e-6, "{worst}");
 }
 
@@ -76,8 +94,17 @@ fn bias_gelu_gpu_matches_cpu_forward_and_backward() {
         let xv = Var::from_tensor(&x.to_device(d).unwrap()).unwrap();
         let bv = Var::from_tensor(&b.to_device(d).unwrap()).unwrap();
         let y = bias_gelu(xv.as_tensor(), bv.as_tensor()).unwrap();
-        let g = (&y * &probe.to_device(d).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
-        (y, g.get(xv.as_tensor()).unwrap().clone(), g.get(bv.as_tensor()).unwrap().clone())
+        let g = (&y * &probe.to_device(d).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (
+            y,
+            g.get(xv.as_tensor()).unwrap().clone(),
+            g.get(bv.as_tensor()).unwrap().clone(),
+        )
     };
     let (y1, dx1, db1) = run(&Device::Cpu);
     let (y2, dx2, db2) = run(&dev);

@@ -83,7 +83,7 @@ pub struct Settings {
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
     /// Batches per window of length-sorted rows when drawing training batches: larger pads
-    /// less, 1 gives plain random batches [default: 50].
+    /// less, 1 gives plain random batches [default: 1].
     #[arg(long)]
     pub bucket_window: Option<usize>,
 }
@@ -177,7 +177,7 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         seed: s.seed.unwrap_or(42),
         eval_batch_size: s.eval_batch_size.unwrap_or(64),
         metric: s.metric.unwrap_or(Metric::F1Min),
-        bucket_window: s.bucket_window.unwrap_or(50).max(1),
+        bucket_window: s.bucket_window.unwrap_or(1).max(1),
     };
     let val_split = s.val_split.unwrap_or(0.1);
     let max_len = s.max_len.unwrap_or(128);
