@@ -212,13 +212,6 @@ fn f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
     }
 }
 
-fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("AdamW: expected a contiguous f32 CPU tensor"),
-    }
-}
-
 /// Chunk size for the parallel in-place updates (large enough to amortise task overhead).
 const CHUNK: usize = 1 << 15;
 
@@ -239,7 +232,7 @@ impl InplaceOp2 for MomentsUpdate {
         l2: &Layout,
     ) -> Result<()> {
         let u = self.0;
-        let g = f32_ref(s2, l2)?;
+        let g = crate::kernels::f32_slice(s2, l2, "gradient")?;
         let mv = f32_mut(s1, l1)?;
         let (m, v) = mv.split_at_mut(g.len());
         m.par_chunks_mut(CHUNK)
@@ -273,7 +266,7 @@ impl InplaceOp2 for ParamUpdate {
     ) -> Result<()> {
         let u = self.0;
         let p = f32_mut(s1, l1)?;
-        let mv = f32_ref(s2, l2)?;
+        let mv = crate::kernels::f32_slice(s2, l2, "moments")?;
         let (m, v) = mv.split_at(p.len());
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks(CHUNK))
