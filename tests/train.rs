@@ -321,9 +321,11 @@ fn bf16_compute_with_f32_master_weights() {
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
     let loss_of = |compute: DType| {
-        let loaded = ckpt
+        let mut loaded = ckpt
             .load_for_training(&Device::Cpu, DType::F32, compute, &names, 0, None)
             .unwrap();
+        // bf16 runs padded; f32 must too, to draw the same dropout masks.
+        loaded.model.set_packing(false);
         let logits = loaded
             .model
             .forward(
@@ -352,4 +354,68 @@ fn bf16_compute_with_f32_master_weights() {
         (full - half).abs() < 0.02 * full.abs().max(1.0),
         "f32 {full} vs bf16 {half}"
     );
+}
+
+/// Packed batches (no padding, the CPU default) give the same logits and the same gradient for
+/// every parameter as padded batches with an attention mask.
+#[test]
+fn packed_and_padded_batches_agree_on_logits_and_gradients() {
+    let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
+    let mut config = ckpt.config.clone();
+    // Dropout off: both layouts then compute the same function.
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    config.classifier_dropout = None;
+    let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    assert!(rows.iter().any(|r| r.len() != rows[0].len()));
+    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    let run = |packing: bool| {
+        let store = ParamStore::new(
+            ckpt.read_tensors().unwrap(),
+            &Device::Cpu,
+            DType::F32,
+            true,
+            7,
+        );
+        let mut model = BertClassifier::load(&store, &config, 3).unwrap();
+        model.set_packing(packing);
+        let (params, _) = store.finish();
+        let eval = model.forward(&ids, &mask, &mut Mode::Eval).unwrap();
+        let mut rng = Rng::new(3);
+        let logits = model
+            .forward(&ids, &mask, &mut Mode::Train { rng: &mut rng })
+            .unwrap();
+        let grads = weighted_cross_entropy(&logits, &LABELS, &[1.5, 0.5, 2.0])
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grads: Vec<(String, Vec<f32>)> = params
+            .vars
+            .iter()
+            .map(|p| {
+                let g = grads.get(p.var.as_tensor()).unwrap();
+                (p.name.clone(), g.flatten_all().unwrap().to_vec1().unwrap())
+            })
+            .collect();
+        (eval.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads)
+    };
+    let (packed_logits, packed_grads) = run(true);
+    let (padded_logits, padded_grads) = run(false);
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(worst(&packed_logits, &padded_logits) < 1e-5);
+    assert_eq!(packed_grads.len(), padded_grads.len());
+    for ((name, a), (_, b)) in packed_grads.iter().zip(&padded_grads) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        assert!(
+            worst(a, b) / scale < 1e-4,
+            "{name}: gradients differ by {}",
+            worst(a, b)
+        );
+    }
 }

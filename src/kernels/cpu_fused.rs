@@ -238,19 +238,86 @@ pub(super) fn bias_gelu_grads(
     Ok((dx, cpu_tensor(sums, bias.shape())?))
 }
 
-/// Multi-head attention for inference on the CPU, one pass per (row, head): scores, masked
-/// softmax and context, reading q, k, v in their (batch, len, hidden) layout and writing the
-/// context in the same layout. Replaces head transposes, two batched GEMMs of tiny matrices and
-/// the mask broadcast, which dominate attention for short texts. No backward (inference only).
-pub(super) struct Attention {
-    pub heads: usize,
-    /// Additive mask, (batch, len): 0 for tokens, a large negative for padding.
-    pub mask: Vec<f32>,
+/// `buf` (rows of `width` values) cut into one mutable slice per sequence, `starts` being the
+/// first row of each sequence plus the end.
+fn per_sequence<'a>(mut buf: &'a mut [f32], starts: &[usize], width: usize) -> Vec<&'a mut [f32]> {
+    starts
+        .windows(2)
+        .map(|w| {
+            let (head, rest) = std::mem::take(&mut buf).split_at_mut((w[1] - w[0]) * width);
+            buf = rest;
+            head
+        })
+        .collect()
 }
 
-impl CustomOp3 for Attention {
+/// Multi-head self-attention over packed sequences (no padding): q, k, v are (tokens, hidden)
+/// with sequence `s` in rows `starts[s]..starts[s + 1]`; each token attends to its own
+/// sequence only. One pass per (sequence, head) computes scores, softmax, dropout and context,
+/// instead of head transposes, padded batched GEMMs of tiny matrices and a mask broadcast. The
+/// backward pass recomputes the probabilities (attention is ~2 % of the FLOPs of short texts)
+/// rather than keeping (heads × len²) of them per sequence alive.
+pub(super) struct VarlenAttention {
+    pub heads: usize,
+    /// First token row of each sequence, then the total (sequences + 1 entries).
+    pub starts: Vec<usize>,
+    /// Inverted-dropout factors on the probabilities (0 or 1/keep), per sequence, head, query
+    /// and key in that order; `None` in evaluation.
+    pub keep: Option<Vec<f32>>,
+}
+
+impl VarlenAttention {
+    /// Offset of each sequence's block in `keep`.
+    fn keep_offsets(&self) -> Vec<usize> {
+        let mut offsets = Vec::with_capacity(self.starts.len());
+        let mut at = 0;
+        for w in self.starts.windows(2) {
+            offsets.push(at);
+            at += self.heads * (w[1] - w[0]).pow(2);
+        }
+        offsets
+    }
+
+    /// Length of `keep` the op expects.
+    pub fn keep_len(heads: usize, starts: &[usize]) -> usize {
+        starts
+            .windows(2)
+            .map(|w| heads * (w[1] - w[0]).pow(2))
+            .sum()
+    }
+
+    /// Softmax probabilities of query `i` over the `len` keys of one head, into `p`.
+    #[allow(clippy::too_many_arguments)]
+    fn probs(
+        q: &[f32],
+        k: &[f32],
+        hidden: usize,
+        col: usize,
+        d: usize,
+        i: usize,
+        scale: f32,
+        p: &mut [f32],
+    ) {
+        let qi = &q[i * hidden + col..][..d];
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in p.iter_mut().enumerate() {
+            let kj = &k[j * hidden + col..][..d];
+            *pj = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+            max = max.max(*pj);
+        }
+        let mut sum = 0f32;
+        for pj in p.iter_mut() {
+            *pj = (*pj - max).exp();
+            sum += *pj;
+        }
+        let inv = 1.0 / sum;
+        p.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+impl CustomOp3 for VarlenAttention {
     fn name(&self) -> &'static str {
-        "attention-cpu"
+        "varlen-attention-cpu"
     }
 
     fn cpu_fwd(
@@ -262,41 +329,34 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (batch, len, hidden) = l1.shape().dims3()?;
+        let (tokens, hidden) = l1.shape().dims2()?;
         let (q, k, v) = (
             f32_slice(s1, l1, "q")?,
             f32_slice(s2, l2, "k")?,
             f32_slice(s3, l3, "v")?,
         );
-        let d = hidden / self.heads;
+        let (heads, d) = (self.heads, hidden / self.heads);
         let scale = 1.0 / (d as f32).sqrt();
-        let mut out = vec![0f32; batch * len * hidden];
-        out.par_chunks_mut(len * hidden)
+        let keep_at = self.keep_offsets();
+        let mut out = vec![0f32; tokens * hidden];
+        per_sequence(&mut out, &self.starts, hidden)
+            .into_par_iter()
             .enumerate()
-            .for_each(|(b, ctx)| {
-                let base = b * len * hidden;
-                let mask = &self.mask[b * len..(b + 1) * len];
+            .for_each(|(s, ctx)| {
+                let (a, len) = (self.starts[s], self.starts[s + 1] - self.starts[s]);
+                let (q, k, v) = (&q[a * hidden..], &k[a * hidden..], &v[a * hidden..]);
                 let mut p = vec![0f32; len];
-                for h in 0..self.heads {
+                for h in 0..heads {
+                    let col = h * d;
                     for i in 0..len {
-                        let qi = &q[base + i * hidden + h * d..][..d];
-                        let mut max = f32::NEG_INFINITY;
-                        for (j, pj) in p.iter_mut().enumerate() {
-                            let kj = &k[base + j * hidden + h * d..][..d];
-                            let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
-                            *pj = dot * scale + mask[j];
-                            max = max.max(*pj);
+                        Self::probs(q, k, hidden, col, d, i, scale, &mut p);
+                        if let Some(keep) = &self.keep {
+                            let m = &keep[keep_at[s] + (h * len + i) * len..][..len];
+                            p.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
                         }
-                        let mut sum = 0f32;
-                        for pj in p.iter_mut() {
-                            *pj = (*pj - max).exp();
-                            sum += *pj;
-                        }
-                        let o = &mut ctx[i * hidden + h * d..][..d];
-                        o.iter_mut().for_each(|x| *x = 0.0);
-                        for (j, pj) in p.iter().enumerate() {
-                            let w = pj / sum;
-                            let vj = &v[base + j * hidden + h * d..][..d];
+                        let o = &mut ctx[i * hidden + col..][..d];
+                        for (j, w) in p.iter().enumerate() {
+                            let vj = &v[j * hidden + col..][..d];
                             for (x, y) in o.iter_mut().zip(vj) {
                                 *x += w * y;
                             }
@@ -304,6 +364,84 @@ impl CustomOp3 for Attention {
                     }
                 }
             });
-        Ok((CpuStorage::F32(out), Shape::from((batch, len, hidden))))
+        Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (tokens, hidden) = q.dims2()?;
+        let host = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
+        let (q, k, v, dctx) = (host(q)?, host(k)?, host(v)?, host(grad)?);
+        let (heads, d) = (self.heads, hidden / self.heads);
+        let scale = 1.0 / (d as f32).sqrt();
+        let keep_at = self.keep_offsets();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; tokens * hidden],
+            vec![0f32; tokens * hidden],
+            vec![0f32; tokens * hidden],
+        );
+        let dq_s = per_sequence(&mut dq, &self.starts, hidden);
+        let dk_s = per_sequence(&mut dk, &self.starts, hidden);
+        let dv_s = per_sequence(&mut dv, &self.starts, hidden);
+        dq_s.into_par_iter()
+            .zip(dk_s.into_par_iter().zip(dv_s))
+            .enumerate()
+            .for_each(|(s, (dq, (dk, dv)))| {
+                let (a, len) = (self.starts[s], self.starts[s + 1] - self.starts[s]);
+                let (q, k, v) = (&q[a * hidden..], &k[a * hidden..], &v[a * hidden..]);
+                let dctx = &dctx[a * hidden..];
+                let (mut p, mut dp) = (vec![0f32; len], vec![0f32; len]);
+                for h in 0..heads {
+                    let col = h * d;
+                    for i in 0..len {
+                        Self::probs(q, k, hidden, col, d, i, scale, &mut p);
+                        let m = self
+                            .keep
+                            .as_ref()
+                            .map(|keep| &keep[keep_at[s] + (h * len + i) * len..][..len]);
+                        let gi = &dctx[i * hidden + col..][..d];
+                        // dv_j += p̃_ij·dctx_i;  dp_ij = (dctx_i · v_j)·keep_ij.
+                        for j in 0..len {
+                            let mj = m.map_or(1.0, |m| m[j]);
+                            let w = p[j] * mj;
+                            let vj = &v[j * hidden + col..][..d];
+                            let dvj = &mut dv[j * hidden + col..][..d];
+                            let mut dot = 0f32;
+                            for ((o, g), y) in dvj.iter_mut().zip(gi).zip(vj) {
+                                *o += w * g;
+                                dot += g * y;
+                            }
+                            dp[j] = dot * mj;
+                        }
+                        // Softmax backward: ds_ij = p_ij·(dp_ij − Σ_j p_ij·dp_ij), scaled.
+                        let row_dot: f32 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                        let qi = &q[i * hidden + col..][..d];
+                        for j in 0..len {
+                            let ds = p[j] * (dp[j] - row_dot) * scale;
+                            let kj = &k[j * hidden + col..][..d];
+                            let dqi = &mut dq[i * hidden + col..][..d];
+                            for (o, y) in dqi.iter_mut().zip(kj) {
+                                *o += ds * y;
+                            }
+                            let dkj = &mut dk[j * hidden + col..][..d];
+                            for (o, y) in dkj.iter_mut().zip(qi) {
+                                *o += ds * y;
+                            }
+                        }
+                    }
+                }
+            });
+        let shape = Shape::from((tokens, hidden));
+        Ok((
+            Some(cpu_tensor(dq, &shape)?),
+            Some(cpu_tensor(dk, &shape)?),
+            Some(cpu_tensor(dv, &shape)?),
+        ))
     }
 }

@@ -385,29 +385,50 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Multi-head attention for inference: q, k, v (batch, len, hidden), `mask_bias` additive
-/// (batch, 1, 1, len) → context (batch, len, hidden). Fused on the CPU in f32; `None` where the
-/// caller should use the matmul path (other devices or dtypes).
-pub fn attention_inference(
+/// Whether `varlen_attention` runs for tensors like `t` (f32 on the CPU; elsewhere callers
+/// keep padded batches and the matmul path).
+pub fn varlen_attention_supported(t: &Tensor) -> bool {
+    fused_cpu(t)
+}
+
+/// Number of dropout factors `varlen_attention` takes for these sequences: one per (sequence,
+/// head, query, key).
+pub fn varlen_attention_keep_len(heads: usize, starts: &[usize]) -> usize {
+    cpu_fused::VarlenAttention::keep_len(heads, starts)
+}
+
+/// Multi-head self-attention over packed sequences, differentiable: q, k, v (tokens, hidden),
+/// sequence `s` in rows `starts[s]..starts[s + 1]` → context (tokens, hidden). `keep` holds
+/// inverted-dropout factors for the probabilities (`varlen_attention_keep_len` of them), or
+/// `None` for no dropout. No padding means no FLOPs spent on it, whatever the length mix.
+pub fn varlen_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask_bias: &Tensor,
+    starts: &[usize],
     heads: usize,
-) -> Result<Option<Tensor>> {
-    if !fused_cpu(q) {
-        return Ok(None);
+    keep: Option<Vec<f32>>,
+) -> Result<Tensor> {
+    let (tokens, hidden) = q.dims2()?;
+    if !fused_cpu(q) || hidden % heads != 0 || starts.last() != Some(&tokens) {
+        candle_core::bail!(
+            "varlen attention: {:?} f32 CPU tensor with {heads} heads and sequences ending at {:?}",
+            q.shape(),
+            starts.last()
+        )
     }
-    let mask = mask_bias
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let op = cpu_fused::Attention { heads, mask };
-    Ok(Some(q.contiguous()?.apply_op3_no_bwd(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        &op,
-    )?))
+    if let Some(keep) = &keep {
+        if keep.len() != varlen_attention_keep_len(heads, starts) {
+            candle_core::bail!("varlen attention: {} dropout factors", keep.len())
+        }
+    }
+    let op = cpu_fused::VarlenAttention {
+        heads,
+        starts: starts.to_vec(),
+        keep,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 #[cfg(test)]
@@ -558,49 +579,65 @@ mod tests {
     }
 
     #[test]
-    fn fused_attention_matches_the_matmul_path() {
-        let (b, l, heads, d) = (3, 7, 4, 8);
-        let q = random((b * l, heads * d), 11)
-            .reshape((b, l, heads * d))
-            .unwrap();
-        let k = random((b * l, heads * d), 12)
-            .reshape((b, l, heads * d))
-            .unwrap();
-        let v = random((b * l, heads * d), 13)
-            .reshape((b, l, heads * d))
-            .unwrap();
-        let lens = [7usize, 3, 5];
-        let mask: Vec<f32> = lens
-            .iter()
-            .flat_map(|&n| (0..l).map(move |j| if j < n { 0.0 } else { f32::MIN }))
+    fn varlen_attention_matches_per_sequence_matmuls_with_dropout_forward_and_backward() {
+        let (heads, d) = (4, 8);
+        let starts = [0usize, 7, 10, 15];
+        let tokens = starts[3];
+        let var = |seed| Var::from_tensor(&random((tokens, heads * d), seed)).unwrap();
+        let (q, k, v) = (var(11), var(12), var(13));
+        let mut rng = crate::rng::Rng::new(14);
+        let keep: Vec<f32> = (0..varlen_attention_keep_len(heads, &starts))
+            .map(|_| if rng.next_f32() < 0.8 { 1.25 } else { 0.0 })
             .collect();
-        let mask = Tensor::from_vec(mask, (b, 1, 1, l), &Device::Cpu).unwrap();
-        let fused = attention_inference(&q, &k, &v, &mask, heads)
-            .unwrap()
-            .unwrap();
-        let split = |t: &Tensor| {
-            t.reshape((b, l, heads, d))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (qs, ks, vs) = (split(&q), split(&k), split(&v));
-        let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
-        let want = probs
-            .matmul(&vs)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, l, heads * d))
-            .unwrap();
-        assert!(
-            max_diff(&fused, &want) < 1e-5,
-            "{}",
-            max_diff(&fused, &want)
+        let fused = varlen_attention(
+            q.as_tensor(),
+            k.as_tensor(),
+            v.as_tensor(),
+            &starts,
+            heads,
+            Some(keep.clone()),
+        )
+        .unwrap();
+
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for w in starts.windows(2) {
+            let (a, len) = (w[0], w[1] - w[0]);
+            let split = |t: &Var| {
+                t.as_tensor()
+                    .narrow(0, a, len)
+                    .unwrap()
+                    .reshape((len, heads, d))
+                    .unwrap()
+                    .transpose(0, 1)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qs, ks, vs) = (split(&q), split(&k), split(&v));
+            let scores =
+                (qs.matmul(&ks.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
+            let n = heads * len * len;
+            let m = Tensor::from_vec(keep[at..at + n].to_vec(), (heads, len, len), &Device::Cpu)
+                .unwrap();
+            at += n;
+            let probs = (candle_nn::ops::softmax(&scores, D::Minus1).unwrap() * m).unwrap();
+            parts.push(
+                probs
+                    .matmul(&vs)
+                    .unwrap()
+                    .transpose(0, 1)
+                    .unwrap()
+                    .reshape((len, heads * d))
+                    .unwrap(),
+            );
+        }
+        let composed = Tensor::cat(&parts, 0).unwrap();
+        same_values_and_grads(
+            &[&q, &k, &v],
+            &fused,
+            &composed,
+            &random((tokens, heads * d), 15),
         );
     }
 

@@ -22,21 +22,33 @@ impl Mode<'_> {
         matches!(self, Mode::Train { .. })
     }
 
-    /// Inverted dropout with probability `p` (identity in evaluation).
-    fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+    /// Inverted-dropout factors (0 or 1/keep) for `n` values, or `None` in evaluation or
+    /// when `p` is 0.
+    fn dropout_factors(&mut self, n: usize, p: f64) -> Option<Vec<f32>> {
         let Mode::Train { rng } = self else {
-            return Ok(x.clone());
+            return None;
         };
         if p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         let keep = 1.0 - p as f32;
         let scale = 1.0 / keep;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.next_f32() < keep { scale } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x.mul(&mask)
+        Some(
+            (0..n)
+                .map(|_| if rng.next_f32() < keep { scale } else { 0.0 })
+                .collect(),
+        )
+    }
+
+    /// Inverted dropout with probability `p` (identity in evaluation).
+    fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        match self.dropout_factors(x.elem_count(), p) {
+            None => Ok(x.clone()),
+            Some(mask) => {
+                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+                x.mul(&mask)
+            }
+        }
     }
 
     fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
@@ -173,25 +185,32 @@ impl Embeddings {
         })
     }
 
-    /// Single-segment input: positions 0..L and token type 0 for every token, as transformers
-    /// does when no `token_type_ids` are passed.
-    fn forward(&self, input_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let (batch, len) = input_ids.dims2()?;
+    /// Single-segment input: token type 0 for every token, as transformers does when no
+    /// `token_type_ids` are passed. `ids` and `positions` are u32 of the same shape; the result
+    /// has that shape plus `hidden`.
+    fn forward(&self, ids: &Tensor, positions: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let hidden = self.word.dim(1)?;
-        let words = self
-            .word
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((batch, len, hidden))?;
-        let extra = (self.position.narrow(0, 0, len)?
-            + self
-                .token_type
-                .narrow(0, 0, 1)?
-                .broadcast_as((len, hidden))?)?;
+        let mut shape = ids.dims().to_vec();
+        shape.push(hidden);
+        let words = self.word.index_select(&ids.flatten_all()?, 0)?;
+        let places = self.position.index_select(&positions.flatten_all()?, 0)?;
         let compute = self.norm.compute;
-        let x = cast(&words, compute)?.broadcast_add(&cast(&extra, compute)?)?;
+        let x = (cast(&words, compute)? + cast(&places, compute)?)?
+            .broadcast_add(&cast(&self.token_type.narrow(0, 0, 1)?, compute)?)?
+            .reshape(shape)?;
         let x = self.norm.forward(&x, mode)?;
         mode.dropout(&x, self.dropout)
     }
+}
+
+/// How a batch's tokens are laid out for attention.
+enum Batch {
+    /// (batch, len, hidden), every row padded to the longest; `mask_bias` (batch, 1, 1, len) is
+    /// 0 for tokens and a large negative for padding.
+    Padded { mask_bias: Tensor },
+    /// (tokens, hidden), sequences back to back without padding; sequence `s` is rows
+    /// `starts[s]..starts[s + 1]` (see `kernels::varlen_attention`).
+    Packed { starts: Vec<usize> },
 }
 
 struct Layer {
@@ -242,25 +261,24 @@ impl Layer {
         })
     }
 
-    /// `mask_bias` is (batch, 1, 1, len): 0 for real tokens, a large negative for padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let (batch, len, hidden) = x.dims3()?;
-        let head_dim = hidden / self.heads;
+    /// `x` is (batch, len, hidden) or (tokens, hidden) as `batch` says.
+    fn forward(&self, x: &Tensor, batch: &Batch, mode: &mut Mode) -> Result<Tensor> {
         let (q, k, v) = (
             self.query.forward(x)?,
             self.key.forward(x)?,
             self.value.forward(x)?,
         );
-        let fused = if mode.is_train() {
-            None
-        } else {
-            crate::kernels::attention_inference(&q, &k, &v, mask_bias, self.heads)?
-        };
-        let context = match fused {
-            Some(context) => context,
-            None => {
+        let context = match batch {
+            Batch::Packed { starts } => {
+                let n = crate::kernels::varlen_attention_keep_len(self.heads, starts);
+                let keep = mode.dropout_factors(n, self.attn_dropout);
+                crate::kernels::varlen_attention(&q, &k, &v, starts, self.heads, keep)?
+            }
+            Batch::Padded { mask_bias } => {
+                let (rows, len, hidden) = x.dims3()?;
+                let head_dim = hidden / self.heads;
                 let split = |t: Tensor| -> Result<Tensor> {
-                    t.reshape((batch, len, self.heads, head_dim))?
+                    t.reshape((rows, len, self.heads, head_dim))?
                         .transpose(1, 2)?
                         .contiguous()
                 };
@@ -272,7 +290,7 @@ impl Layer {
                 probs
                     .matmul(&v)?
                     .transpose(1, 2)?
-                    .reshape((batch, len, hidden))?
+                    .reshape((rows, len, hidden))?
             }
         };
         let attn = mode.dropout(&self.attn_out.forward(&context)?, self.hidden_dropout)?;
@@ -301,6 +319,8 @@ pub struct BertClassifier {
     classifier: Linear,
     classifier_dropout: f64,
     num_labels: usize,
+    /// Pack right-padded batches into unpadded sequences where the kernels allow it.
+    packing: bool,
 }
 
 impl BertClassifier {
@@ -322,6 +342,7 @@ impl BertClassifier {
             classifier,
             classifier_dropout: config.classifier_dropout(),
             num_labels,
+            packing: true,
         })
     }
 
@@ -329,7 +350,33 @@ impl BertClassifier {
         self.num_labels
     }
 
-    /// The encoder's last hidden state (batch, len, hidden) and the pooled `[CLS]` vector.
+    /// Whether batches may run packed (the default, where supported): padding costs no FLOPs.
+    /// `false` forces the padded matmul path everywhere, for comparisons.
+    pub fn set_packing(&mut self, on: bool) {
+        self.packing = on;
+    }
+
+    /// Token lengths of the rows of a right-padded batch when it can run packed, else `None`.
+    fn packed_lengths(&self, attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
+        if !self.packing
+            || self.embeddings.norm.compute != DType::F32
+            || !crate::kernels::varlen_attention_supported(&self.embeddings.word)
+        {
+            return Ok(None);
+        }
+        let mask = attention_mask.to_dtype(DType::U8)?.to_vec2::<u8>()?;
+        let mut lengths = Vec::with_capacity(mask.len());
+        for row in &mask {
+            let n = row.iter().take_while(|&&m| m != 0).count();
+            if n == 0 || row[n..].iter().any(|&m| m != 0) {
+                return Ok(None); // not right-padded: attend with the mask instead
+            }
+            lengths.push(n);
+        }
+        Ok(Some(lengths))
+    }
+
+    /// The encoder's `[CLS]` hidden state and the pooled vector, both (batch, hidden).
     pub fn encode(
         &self,
         input_ids: &Tensor,
@@ -337,23 +384,59 @@ impl BertClassifier {
         mode: &mut Mode,
     ) -> Result<(Tensor, Tensor)> {
         let dtype = self.embeddings.norm.compute;
-        let (batch, len) = input_ids.dims2()?;
-        // 0 where attended, the dtype's most negative value where padded (transformers' rule).
-        let min = match dtype {
-            DType::BF16 => -3.389_531_4e38,
-            DType::F16 => -65504.0,
-            _ => f32::MIN as f64,
+        let (rows, len) = input_ids.dims2()?;
+        let dev = input_ids.device();
+        let (mut x, batch) = match self.packed_lengths(attention_mask)? {
+            Some(lengths) => {
+                let ids = input_ids.to_vec2::<u32>()?;
+                let total: usize = lengths.iter().sum();
+                let (mut packed, mut positions) =
+                    (Vec::with_capacity(total), Vec::with_capacity(total));
+                let mut starts = Vec::with_capacity(rows + 1);
+                starts.push(0);
+                for (row, &n) in ids.iter().zip(&lengths) {
+                    packed.extend_from_slice(&row[..n]);
+                    positions.extend(0..n as u32);
+                    starts.push(packed.len());
+                }
+                let x = self.embeddings.forward(
+                    &Tensor::from_vec(packed, total, dev)?,
+                    &Tensor::from_vec(positions, total, dev)?,
+                    mode,
+                )?;
+                (x, Batch::Packed { starts })
+            }
+            None => {
+                // 0 where attended, the dtype's most negative value where padded
+                // (transformers' rule).
+                let min = match dtype {
+                    DType::BF16 => -3.389_531_4e38,
+                    DType::F16 => -65504.0,
+                    _ => f32::MIN as f64,
+                };
+                let mask_bias = ((attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * min)?)
+                    .to_dtype(dtype)?
+                    .reshape((rows, 1, 1, len))?;
+                let positions = Tensor::arange(0u32, len as u32, dev)?
+                    .unsqueeze(0)?
+                    .broadcast_as((rows, len))?
+                    .contiguous()?;
+                let x = self.embeddings.forward(input_ids, &positions, mode)?;
+                (x, Batch::Padded { mask_bias })
+            }
         };
-        let mask_bias = ((attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * min)?)
-            .to_dtype(dtype)?
-            .reshape((batch, 1, 1, len))?;
-        let mut x = self.embeddings.forward(input_ids, mode)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask_bias, mode)?;
+            x = layer.forward(&x, &batch, mode)?;
         }
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let cls = match &batch {
+            Batch::Packed { starts } => {
+                let firsts: Vec<u32> = starts[..rows].iter().map(|&s| s as u32).collect();
+                x.index_select(&Tensor::from_vec(firsts, rows, dev)?, 0)?
+            }
+            Batch::Padded { .. } => x.narrow(1, 0, 1)?.squeeze(1)?,
+        };
         let pooled = self.pooler.forward(&cls)?.tanh()?;
-        Ok((x, pooled))
+        Ok((cls, pooled))
     }
 
     /// Class logits (batch, num_labels). `input_ids` are u32, `attention_mask` holds 1/0.
