@@ -1,9 +1,13 @@
 //! BERT encoder, pooler and sequence-classification head with transformers' tensor names.
 //!
-//! One forward pass serves inference and training. `Dropout::Eval` uses candle's fused
-//! softmax / LayerNorm kernels (fast, but they record no backward op); `Dropout::Train` uses
-//! differentiable compositions and applies dropout from a seeded generator so runs resume
-//! bit-for-bit.
+//! One forward pass serves inference and training. `Mode::Eval` uses candle's fused
+//! LayerNorm kernel (fast, but it records no backward op); `Mode::Train` uses differentiable
+//! fused ops and applies dropout from a seeded generator so runs resume bit-for-bit.
+//!
+//! On the CPU in f32 a right-padded batch runs *packed*: its sequences are laid back to back
+//! as one (tokens, hidden) matrix and attention runs per sequence (`kernels::varlen_attention`),
+//! so padding costs no FLOPs whatever the length mix of a batch. Elsewhere (GPU, bf16) batches
+//! run padded with an additive attention mask.
 
 use candle_core::{DType, Module, Result, Tensor};
 
