@@ -166,10 +166,23 @@ fn cuda(ordinal: usize) -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda(_ordinal: usize) -> Result<Device> {
-    Err(Error::Device(
-        "this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh".to_string(),
-    ))
+    // The CPU build only gets here when it did not hand over: no GPU build, or no driver.
+    let gpu_build_installed = std::env::current_exe()
+        .map(|exe| exe.with_file_name("catbert-cuda").is_file())
+        .unwrap_or(false);
+    Err(Error::Device(if gpu_build_installed {
+        NO_DRIVER.to_string()
+    } else {
+        NO_GPU_BUILD.to_string()
+    }))
 }
+
+/// Why `--device cuda` fails in the CPU build, in the user's words.
+#[cfg(not(feature = "cuda"))]
+const NO_GPU_BUILD: &str = "this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh";
+#[cfg(not(feature = "cuda"))]
+const NO_DRIVER: &str =
+    "no usable GPU: the CUDA driver (libcuda.so.1) does not load on this machine";
 
 #[cfg(test)]
 mod tests {

@@ -368,10 +368,16 @@ fn bad_data_files() {
 
     let ok = write(dir.path(), "f.csv", SMALL_CSV);
     let o = run(&ok, &["--device", "cuda"]);
+    // scripts/build-cuda.sh installs catbert-cuda beside catbert; without a driver it can't run.
+    let gpu_build = Path::new(env!("CARGO_BIN_EXE_catbert")).with_file_name("catbert-cuda");
     assert_error(
         &o,
         2,
-        "error: this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh",
+        if gpu_build.is_file() {
+            "error: no usable GPU: the CUDA driver (libcuda.so.1) does not load on this machine"
+        } else {
+            "error: this catbert was built without CUDA support and no GPU build (catbert-cuda) is installed beside it; see scripts/build-cuda.sh"
+        },
     );
     let o = run(&ok, &["--out", s(&dir.path().join("x.docx"))]);
     assert!(
