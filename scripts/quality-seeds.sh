@@ -6,16 +6,19 @@
 # One run cannot decide a 0.01 bar: the seed moves the split, the head's init, dropout and the
 # batch order, and the rarest class (45 rows) moves f1_min by 0.01–0.02 per row.
 #
-# Usage: scripts/quality-seeds.sh [--only catbert|torch] [--threads N] SEED...
-# Runs already finished (their result file exists under target/quality/) are not run again, so
-# the script resumes, and two instances with --only can share the machine.
+# Usage: scripts/quality-seeds.sh [--only catbert|torch|none] [--threads N] SEED...
+# Runs already finished under target/quality/ are not run again, an interrupted catbert run goes
+# on with --resume, two instances with --only can share the machine, and --only none just prints
+# the table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 only=both threads=2 seeds=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --only) only=$2; shift 2 ;;
+    --only)
+      case $2 in both|catbert|torch|none) only=$2 ;; *) echo "error: --only catbert|torch|none" >&2; exit 2 ;; esac
+      shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     *) seeds+=("$1"); shift ;;
   esac
@@ -24,23 +27,30 @@ done
 shared=${CATBERT_SHARED:-$root/../shared}
 data=$shared/datasets/products
 model=models/all-MiniLM-L6-v2
+epochs=2
 out=target/quality
 mkdir -p "$out"
 bash scripts/fetch-model.sh >/dev/null
 py=$(scripts/py-oracle.sh)
+case $only in both|catbert) cargo build --release --quiet ;; esac
+
+# Epochs a catbert run has finished (catbert.json is rewritten after every epoch, so its
+# presence alone does not mean the run is complete).
+finished() { "$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$1/metrics.json" 2>/dev/null || echo 0; }
 
 for s in "${seeds[@]}"; do
-  if [ "$only" != torch ] && [ ! -f "$out/catbert-$s/catbert.json" ]; then
+  ck=$out/catbert-$s
+  if { [ "$only" = both ] || [ "$only" = catbert ]; } && [ "$(finished "$ck")" -lt "$epochs" ]; then
     echo "== catbert seed $s ($threads threads)" >&2
-    cargo build --release --quiet
-    target/release/catbert finetune --config configs/products.toml --seed "$s" --threads "$threads" \
-      --out "$out/catbert-$s" --quiet >"$out/catbert-$s.log" 2>&1
+    resume=(); [ -d "$ck/run" ] && resume=(--resume)
+    target/release/catbert finetune --config configs/products.toml --epochs "$epochs" --seed "$s" \
+      --threads "$threads" --out "$ck" "${resume[@]}" --quiet >>"$ck.log" 2>&1
   fi
-  if [ "$only" != catbert ] && [ ! -f "$out/torch-$s.json" ]; then
+  if { [ "$only" = both ] || [ "$only" = torch ]; } && [ ! -f "$out/torch-$s.json" ]; then
     echo "== torch seed $s ($threads threads)" >&2
     "$py" "$shared/reference/finetune_torch.py" --train "$data/Training_Data.csv" \
       --text-col product_description --label-col Category --eval "$data/Query_and_Validation_Data.csv" \
-      --eval-label-col HUMAN_VERIFIED_Category --model-dir "$model" --epochs 2 --metric f1_min \
+      --eval-label-col HUMAN_VERIFIED_Category --model-dir "$model" --epochs "$epochs" --metric f1_min \
       --seed "$s" --threads "$threads" --out "$out/torch-$s.json.tmp" >"$out/torch-$s.log" 2>&1
     mv "$out/torch-$s.json.tmp" "$out/torch-$s.json"
   fi
