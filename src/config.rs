@@ -20,6 +20,7 @@ pub enum HiddenAct {
     /// The tanh approximation (`gelu_new`, also `gelu_pytorch_tanh`).
     #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
     GeluNew,
+    /// Rectified linear unit (`relu`).
     #[serde(rename = "relu")]
     Relu,
 }
@@ -27,32 +28,47 @@ pub enum HiddenAct {
 /// The fields of a BERT `config.json` that shape the model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
+    /// Model family (`model_type`), `bert` when absent; only `bert` is supported.
     #[serde(default = "default_model_type")]
     pub model_type: String,
+    /// Number of token embeddings (`vocab_size`).
     pub vocab_size: usize,
+    /// Hidden size of each layer (`hidden_size`).
     pub hidden_size: usize,
+    /// Number of encoder layers (`num_hidden_layers`).
     pub num_hidden_layers: usize,
+    /// Attention heads per layer (`num_attention_heads`).
     pub num_attention_heads: usize,
+    /// Width of the feed-forward block (`intermediate_size`).
     pub intermediate_size: usize,
+    /// Activation of the feed-forward block (`hidden_act`), GELU when absent.
     #[serde(default = "default_act")]
     pub hidden_act: HiddenAct,
+    /// Dropout on embeddings and sub-layer outputs (`hidden_dropout_prob`), 0.1 when absent.
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (`attention_probs_dropout_prob`), 0.1 when absent.
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
     /// transformers' `classifier_dropout`; `None` means "use hidden_dropout_prob".
     #[serde(default)]
     pub classifier_dropout: Option<f64>,
+    /// Number of position embeddings, the longest input (`max_position_embeddings`), 512 if absent.
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
+    /// Number of token-type (segment) embeddings (`type_vocab_size`), 2 when absent.
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// Epsilon of the LayerNorms (`layer_norm_eps`), 1e-12 when absent.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Id of the padding token (`pad_token_id`), 0 when absent.
     #[serde(default)]
     pub pad_token_id: usize,
+    /// Kind of position embedding (`position_embedding_type`); only `absolute` is supported.
     #[serde(default = "default_pos_type")]
     pub position_embedding_type: String,
+    /// Standard deviation for initialising new weights (`initializer_range`); 0.02 when absent.
     #[serde(default)]
     pub initializer_range: Option<f64>,
     /// Class names by index; empty for a base (encoder-only) checkpoint.

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 pub enum DeviceChoice {
     /// CUDA when a GPU is usable, else CPU.
     Auto,
+    /// The CPU.
     Cpu,
+    /// The CUDA device with this ordinal (`cuda:N`; plain `cuda` is device 0).
     Cuda(usize),
 }
 
@@ -36,7 +38,9 @@ impl std::str::FromStr for DeviceChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// 32-bit floats throughout.
     Fp32,
+    /// bfloat16 compute over fp32 master weights.
     Bf16,
 }
 
@@ -49,12 +53,13 @@ impl Precision {
             None if bf16_ok => Ok(Precision::Bf16),
             None => Ok(Precision::Fp32),
             Some(Precision::Bf16) if !bf16_ok => Err(Error::Usage(
-                "--precision bf16 needs a CUDA GPU of compute capability 8.0 or newer; use fp32 here".into(),
+                "`precision` bf16 needs a CUDA GPU of compute capability 8.0 or newer; use fp32 here".into(),
             )),
             Some(p) => Ok(p),
         }
     }
 
+    /// The candle dtype the passes compute in.
     pub fn dtype(self) -> DType {
         match self {
             Precision::Fp32 => DType::F32,
@@ -62,6 +67,7 @@ impl Precision {
         }
     }
 
+    /// The lowercase name, as `--precision` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
@@ -87,6 +93,7 @@ pub fn compute_capability(device: &Device) -> Option<(i32, i32)> {
     Some((major, minor))
 }
 
+/// Always `None`: this build has no CUDA support.
 #[cfg(not(feature = "cuda"))]
 pub fn compute_capability(_device: &Device) -> Option<(i32, i32)> {
     None
@@ -108,7 +115,9 @@ fn gpu_name(_device: &Device) -> Option<String> {
 
 /// The device picked, plus a notice for the user when `auto` fell back to the CPU.
 pub struct Selected {
+    /// The device tensors are placed on.
     pub device: Device,
+    /// Message for the user when `auto` fell back to the CPU; `None` otherwise.
     pub notice: Option<String>,
 }
 

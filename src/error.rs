@@ -1,9 +1,57 @@
 //! The library's one error type. Variants carry the context a user needs to fix the input
-//! (file, row, column) so the CLI can print a single line; the CLI maps kinds to exit codes.
+//! (file, row, column) so a front end can print a single line.
+//!
+//! Messages never name a command-line flag: a setting is named by its config key in
+//! backticks (`` `batch_size` ``), the name it has in [`crate::train::FinetuneConfig`], TOML
+//! files and JSON. Each front end renders those names its own way with [`Error::render_with`]
+//! (the CLI as `--batch-size`), and maps [`Error::kind`] to an exit code or an HTTP status.
 
 use std::path::PathBuf;
 
+/// Config keys that messages may name in backticks; [`Error::render_with`] rewrites them.
+pub const SETTING_KEYS: &[&str] = &[
+    "train",
+    "eval",
+    "text_col",
+    "label_col",
+    "eval_label_col",
+    "model",
+    "epochs",
+    "metric",
+    "batch_size",
+    "lr",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "max_len",
+    "class_weights",
+    "val_split",
+    "seed",
+    "out",
+    "eval_batch_size",
+    "bucket_window",
+    "patience",
+    "resume",
+    "format",
+    "top_k",
+    "precision",
+    "device",
+    "threads",
+];
+
+/// What kind of failure an error is, for front ends to map to exit codes or HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's data, files or settings are wrong (exit 2, HTTP 4xx).
+    Input,
+    /// The machine cannot do it now: GPU memory, disk, network, permissions (exit 1, HTTP 503).
+    Resources,
+    /// Numerical failure or a bug (exit 1, HTTP 500).
+    Internal,
+}
+
 /// Everything the library can fail with.
+#[allow(missing_docs)] // each variant's message is its documentation
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: file not found")]
@@ -19,7 +67,7 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Write { path: PathBuf, reason: String },
 
-    #[error("{path}: unknown file extension {ext:?} (expected .csv, .tsv, .jsonl, .ndjson, .json or .parquet; or pass --format)")]
+    #[error("{path}: unknown file extension {ext:?} (expected .csv, .tsv, .jsonl, .ndjson, .json or .parquet; or pass `format`)")]
     UnknownFormat { path: PathBuf, ext: String },
 
     #[error(
@@ -89,10 +137,12 @@ pub enum Error {
     #[error("model {id:?}: {reason}")]
     Hub { id: String, reason: String },
 
+    /// A setting (or a combination of settings) that cannot work; the message names settings
+    /// in backticks.
     #[error("{0}")]
     Usage(String),
 
-    #[error("training diverged: the loss is {loss} at epoch {epoch}, step {step}; {kept}; try a lower --lr")]
+    #[error("training diverged: the loss is {loss} at epoch {epoch}, step {step}; {kept}; try a lower `lr`")]
     Diverged {
         epoch: usize,
         step: usize,
@@ -103,11 +153,12 @@ pub enum Error {
     #[error("{0}")]
     Device(String),
 
-    #[error("out of GPU memory with {flag} {batch_size}; try {flag} {try_size}")]
+    /// The device ran out of memory. `batch_size` is the setting that sized the failing batch
+    /// when the caller knows it (see [`with_batch_size`]).
+    #[error("{}", oom_message(*.batch_size, context))]
     OutOfMemory {
-        flag: String,
-        batch_size: usize,
-        try_size: usize,
+        context: String,
+        batch_size: Option<usize>,
     },
 
     #[error("{context}: {source}")]
@@ -118,33 +169,136 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Usage and data errors (the user's input is wrong) exit 2, as clap does; anything else 1.
-    pub fn is_input_error(&self) -> bool {
-        !matches!(
-            self,
-            Error::Io { .. }
-                | Error::Write { .. }
-                | Error::Candle { .. }
-                | Error::Hub { .. }
-                | Error::Diverged { .. }
-                | Error::OutOfMemory { .. }
-        )
+fn oom_message(batch_size: Option<usize>, context: &str) -> String {
+    match batch_size {
+        Some(n) => format!(
+            "out of GPU memory with `batch_size` {n}; try `batch_size` {}",
+            (n / 2).max(1)
+        ),
+        None => format!("out of GPU memory while {context}"),
     }
 }
 
+impl Error {
+    /// The kind of failure, for exit codes and HTTP statuses.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. }
+            | Error::Write { .. }
+            | Error::Hub { .. }
+            | Error::OutOfMemory { .. } => ErrorKind::Resources,
+            Error::Candle { .. } | Error::Diverged { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Input,
+        }
+    }
+
+    /// Whether the caller's input is at fault ([`ErrorKind::Input`]).
+    pub fn is_input_error(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+
+    /// The message with every backticked setting key rewritten by `name` (the CLI passes
+    /// `|k| format!("--{}", k.replace('_', "-"))`). Other backticked words are left alone.
+    pub fn render_with(&self, name: &dyn Fn(&str) -> String) -> String {
+        rename_settings(&self.to_string(), name)
+    }
+}
+
+/// Rewrite `` `key` `` for every key of [`SETTING_KEYS`] in `text` with `name(key)`.
+pub fn rename_settings(text: &str, name: &dyn Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('`') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('`') {
+            Some(close) if SETTING_KEYS.contains(&&after[..close]) => {
+                out.push_str(&name(&after[..close]));
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('`');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attach a short description of what was being done to a candle error.
+/// Whether a candle error is the device running out of memory (CUDA's
+/// `CUDA_ERROR_OUT_OF_MEMORY`, or an allocation failure message).
+fn is_out_of_memory(e: &candle_core::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("OUT_OF_MEMORY") || text.contains("out of memory")
+}
+
+/// Attach a short description of what was being done to a candle error. This is the one
+/// boundary where candle errors enter the library: running out of device memory becomes
+/// [`Error::OutOfMemory`] here.
 pub trait CandleContext<T> {
+    /// Wrap the error with `context`.
     fn ctx(self, context: &str) -> Result<T>;
 }
 
 impl<T> CandleContext<T> for candle_core::Result<T> {
     fn ctx(self, context: &str) -> Result<T> {
-        self.map_err(|source| Error::Candle {
-            context: context.to_string(),
-            source,
+        self.map_err(|source| {
+            if is_out_of_memory(&source) {
+                Error::OutOfMemory {
+                    context: context.to_string(),
+                    batch_size: None,
+                }
+            } else {
+                Error::Candle {
+                    context: context.to_string(),
+                    source,
+                }
+            }
         })
+    }
+}
+
+/// Name the batch size in an out-of-memory error, so the message can say what to try.
+pub fn with_batch_size<T>(result: Result<T>, batch_size: usize) -> Result<T> {
+    result.map_err(|e| match e {
+        Error::OutOfMemory { context, .. } => Error::OutOfMemory {
+            context,
+            batch_size: Some(batch_size),
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_recognised_at_the_candle_boundary() {
+        let cuda_oom: candle_core::Result<()> = Err(candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        ));
+        let err = with_batch_size(cuda_oom.ctx("forward pass"), 64).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Resources);
+        assert_eq!(
+            err.to_string(),
+            "out of GPU memory with `batch_size` 64; try `batch_size` 32"
+        );
+        let other: Result<()> = Err(Error::Usage("x".into()));
+        assert_eq!(with_batch_size(other, 64).unwrap_err().to_string(), "x");
+    }
+
+    #[test]
+    fn settings_are_renamed_and_other_backticks_kept() {
+        let flag = |k: &str| format!("--{}", k.replace('_', "-"));
+        assert_eq!(
+            rename_settings("`val_split` 0 needs `eval`; see `catbert finetune`", &flag),
+            "--val-split 0 needs --eval; see `catbert finetune`"
+        );
+        assert_eq!(rename_settings("a ` b", &flag), "a ` b");
     }
 }

@@ -1,7 +1,19 @@
 //! catbert: fine-tune BERT-family text classifiers and run batched top-k inference, on Candle.
 //!
-//! Dependencies flow one way: `cli` → (`infer`, `checkpoint`, `data`, `device`) → `model` →
-//! `config`. Only `cli` prints.
+//! The two things an application does are one call each:
+//!
+//! - **predict**: [`infer::Predictor`] loads a fine-tuned classifier (a folder or a Hub id) and
+//!   returns the top-k `(label, probability)` pairs of any texts; it is `Send + Sync`.
+//! - **fine-tune**: [`train::Finetune`] takes a [`train::FinetuneConfig`] (its `Default` holds
+//!   every default), prepares tables ([`data::Table`]) into training data and fits, reporting to
+//!   [`train::Callback`]s; the best epoch is kept as a Hugging Face checkpoint.
+//!
+//! Errors are [`Error`]s with an [`ErrorKind`] that front ends map to exit codes or HTTP
+//! statuses. Call [`runtime::init`] once at process start to size the math thread pool.
+//!
+//! Layers, arrows one way: `cli` (front end) → `infer`, `train` (application) → `checkpoint`,
+//! `model`, `data`, `metrics`, `tokenize` → `kernels`, `device`, `runtime`. Only `cli` prints.
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod cli;
@@ -15,7 +27,8 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod rng;
+pub mod runtime;
 pub mod tokenize;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

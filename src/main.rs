@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use catbert::cli::{run, Cli};
+use catbert::cli::{exit_code, render_error, run, Cli};
 
 fn main() {
     let cli = Cli::parse();
@@ -13,17 +13,10 @@ fn main() {
             gpu.display()
         );
     }
+    catbert::runtime::init(cli.command.threads());
     let verbose = cli.verbose;
     if let Err(err) = run(cli) {
-        if verbose {
-            eprintln!("error: {err:?}");
-        } else {
-            eprintln!("error: {err:#}");
-        }
-        let input_error = err
-            .chain()
-            .find_map(|e| e.downcast_ref::<catbert::Error>())
-            .is_some_and(catbert::Error::is_input_error);
-        std::process::exit(if input_error { 2 } else { 1 });
+        eprintln!("error: {}", render_error(&err, verbose));
+        std::process::exit(exit_code(&err));
     }
 }

@@ -10,6 +10,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator seeded with `seed`, expanded to the full state through splitmix64.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
         let mut next = || {
@@ -24,6 +25,7 @@ impl Rng {
         }
     }
 
+    /// The next 64 random bits (one xoshiro256++ step).
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;
         let result = (s[0].wrapping_add(s[3])).rotate_left(23).wrapping_add(s[0]);

@@ -32,7 +32,9 @@ pub enum TokenizerFiles {
     Json(PathBuf),
     /// `vocab.txt` plus, when present, `tokenizer_config.json`.
     Vocab {
+        /// The `vocab.txt` file.
         vocab: PathBuf,
+        /// The `tokenizer_config.json` file, if the folder has one.
         config: Option<PathBuf>,
     },
 }
@@ -84,7 +86,7 @@ impl TextEncoder {
         }
         if max_len < 2 {
             return Err(Error::Usage(format!(
-                "--max-len {max_len} is too small: [CLS] and [SEP] alone take 2 tokens"
+                "`max_len` {max_len} is too small: [CLS] and [SEP] alone take 2 tokens"
             )));
         }
         tokenizer.with_padding(None);
@@ -109,10 +111,12 @@ impl TextEncoder {
         })
     }
 
+    /// The most tokens an encoded text may have, `[CLS]` and `[SEP]` included.
     pub fn max_len(&self) -> usize {
         self.max_len
     }
 
+    /// Id of the padding token: `[PAD]`'s id, or 0 if the vocabulary has none.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }

@@ -4,7 +4,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use catbert::checkpoint::Checkpoint;
-use catbert::infer::{collate, predict_probs, top_k, Quiet};
+use catbert::data::batch::TokenBatch;
+use catbert::infer::{predict_probs, top_k, Quiet};
 use catbert::model::{BertClassifier, Mode, ParamStore};
 use common::*;
 
@@ -26,8 +27,10 @@ fn logits_of(dir: &std::path::Path) {
     assert_eq!(encoder.encode_all(&texts).unwrap(), want_ids);
 
     let rows: Vec<&[u32]> = want_ids.iter().map(Vec::as_slice).collect();
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
-    let logits = loaded.model.forward(&ids, &mask, &mut Mode::Eval).unwrap();
+    let logits = loaded
+        .model
+        .forward(&TokenBatch::new(&rows, 0), &mut Mode::Eval)
+        .unwrap();
     let got = logits.to_vec2::<f32>().unwrap();
     let diff = max_abs_diff(&got, &floats2(&expected["logits"]));
     eprintln!("{}: max |logit diff| = {diff:e}", dir.display());
@@ -53,15 +56,7 @@ fn minilm_top5(dir: &std::path::Path) {
     let texts = strings(&expected["texts"]);
     let encoded = encoder.encode_all(&texts).unwrap();
     assert_eq!(encoded, ints2(&expected["input_ids"]));
-    let probs = predict_probs(
-        &loaded.model,
-        &encoded,
-        encoder.pad_id(),
-        &Device::Cpu,
-        64,
-        &Quiet,
-    )
-    .unwrap();
+    let probs = predict_probs(&loaded.model, &encoded, encoder.pad_id(), 64, &Quiet).unwrap();
     let top = top_k(&probs, 5, 5);
     let want_top = ints2(&expected["top5"]);
     let want_probs = floats2(&expected["probs"]);
@@ -137,8 +132,9 @@ fn base_model_with_bare_names_loads_and_matches_encoder_and_pooler() {
 
     let ids = ints2(&expected["input_ids"]);
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
-    let (cls, pooled) = model.encode(&ids, &mask, &mut Mode::Eval).unwrap();
+    let (cls, pooled) = model
+        .encode(&TokenBatch::new(&rows, 0), &mut Mode::Eval)
+        .unwrap();
     let cls = cls.to_vec2::<f32>().unwrap();
     let d_cls = max_abs_diff(&cls, &floats2(&expected["cls_hidden"]));
     let d_pool = max_abs_diff(

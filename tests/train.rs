@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use catbert::checkpoint::Checkpoint;
-use catbert::infer::collate;
+use catbert::data::batch::TokenBatch;
 use catbert::model::{BertClassifier, Mode, ParamStore};
 use catbert::rng::Rng;
 use catbert::train::loss::weighted_cross_entropy;
@@ -23,7 +23,7 @@ const TEXTS: [&str; 4] = [
 const LABELS: [usize; 4] = [0, 1, 2, 0];
 
 /// The tiny oracle model in f64, trainable, with a fresh 3-class head.
-fn tiny_f64() -> (BertClassifier, catbert::model::ModelParams, Tensor, Tensor) {
+fn tiny_f64() -> (BertClassifier, catbert::model::ModelParams, TokenBatch) {
     let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
     let mut tensors = ckpt.read_tensors().unwrap();
     tensors.retain(|k, _| !k.starts_with("classifier."));
@@ -32,31 +32,29 @@ fn tiny_f64() -> (BertClassifier, catbert::model::ModelParams, Tensor, Tensor) {
     let (params, _) = store.finish();
     let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
-    (model, params, ids, mask)
+    (model, params, TokenBatch::new(&rows, 0))
 }
 
 /// Loss with dropout on, using a copy of `rng` so every call draws the same masks.
 fn loss_with(
     model: &BertClassifier,
-    ids: &Tensor,
-    mask: &Tensor,
+    batch: &TokenBatch,
     rng: &Rng,
     weights: &[f32],
 ) -> Tensor {
     let mut rng = rng.clone();
     let logits = model
-        .forward(ids, mask, &mut Mode::Train { rng: &mut rng })
+        .forward(batch, &mut Mode::Train { rng: &mut rng })
         .unwrap();
     weighted_cross_entropy(&logits, &LABELS, weights).unwrap()
 }
 
 #[test]
 fn every_parameter_gets_a_finite_nonzero_gradient_and_finite_differences_agree() {
-    let (model, params, ids, mask) = tiny_f64();
+    let (model, params, batch) = tiny_f64();
     let rng = Rng::new(5);
     let weights = [1.5f32, 0.5, 2.0];
-    let grads = loss_with(&model, &ids, &mask, &rng, &weights)
+    let grads = loss_with(&model, &batch, &rng, &weights)
         .backward()
         .unwrap();
     assert_eq!(params.vars.len(), 5 + 16 * 2 + 2 + 2);
@@ -113,7 +111,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient_and_finite_differences_agree()
                 p.var
                     .set(&Tensor::from_vec(v, p.var.shape(), &Device::Cpu).unwrap())
                     .unwrap();
-                loss_with(&model, &ids, &mask, &rng, &weights)
+                loss_with(&model, &batch, &rng, &weights)
                     .to_scalar::<f64>()
                     .unwrap()
             };
@@ -136,7 +134,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient_and_finite_differences_agree()
 
 #[test]
 fn class_weights_change_the_gradient_of_the_model() {
-    let (model, params, ids, mask) = tiny_f64();
+    let (model, params, batch) = tiny_f64();
     let rng = Rng::new(1);
     let head = params
         .vars
@@ -144,7 +142,7 @@ fn class_weights_change_the_gradient_of_the_model() {
         .find(|p| p.name == "classifier.weight")
         .unwrap();
     let grad = |w: &[f32]| {
-        let g = loss_with(&model, &ids, &mask, &rng, w).backward().unwrap();
+        let g = loss_with(&model, &batch, &rng, w).backward().unwrap();
         g.get(head.var.as_tensor())
             .unwrap()
             .flatten_all()
@@ -195,7 +193,7 @@ fn optimizer_steps_match_pytorch_adamw() {
         ids
     );
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    let batch = TokenBatch::new(&rows, 0);
 
     let base_lr = expected["lr"].as_f64().unwrap();
     let (warmup, total) = (
@@ -215,7 +213,7 @@ fn optimizer_steps_match_pytorch_adamw() {
         assert!((lr - expected["lrs"][step].as_f64().unwrap()).abs() < 1e-12);
         let logits = loaded
             .model
-            .forward(&ids, &mask, &mut Mode::Train { rng: &mut rng })
+            .forward(&batch, &mut Mode::Train { rng: &mut rng })
             .unwrap();
         let loss = weighted_cross_entropy(&logits, &labels, &weights).unwrap();
         let want_loss = expected["losses"][step].as_f64().unwrap();
@@ -319,7 +317,7 @@ fn bf16_compute_with_f32_master_weights() {
     let names: Vec<String> = (0..7).map(|i| format!("class_{i}")).collect();
     let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    let batch = TokenBatch::new(&rows, 0);
     let loss_of = |compute: DType| {
         let mut loaded = ckpt
             .load_for_training(&Device::Cpu, DType::F32, compute, &names, 0, None)
@@ -329,8 +327,7 @@ fn bf16_compute_with_f32_master_weights() {
         let logits = loaded
             .model
             .forward(
-                &ids,
-                &mask,
+                &batch,
                 &mut Mode::Train {
                     rng: &mut Rng::new(3),
                 },
@@ -369,7 +366,7 @@ fn packed_and_padded_batches_agree_on_logits_and_gradients() {
     let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     assert!(rows.iter().any(|r| r.len() != rows[0].len()));
-    let (ids, mask) = collate(&rows, 0, &Device::Cpu).unwrap();
+    let batch = TokenBatch::new(&rows, 0);
     let run = |packing: bool| {
         let store = ParamStore::new(
             ckpt.read_tensors().unwrap(),
@@ -381,10 +378,10 @@ fn packed_and_padded_batches_agree_on_logits_and_gradients() {
         let mut model = BertClassifier::load(&store, &config, 3).unwrap();
         model.set_packing(packing);
         let (params, _) = store.finish();
-        let eval = model.forward(&ids, &mask, &mut Mode::Eval).unwrap();
+        let eval = model.forward(&batch, &mut Mode::Eval).unwrap();
         let mut rng = Rng::new(3);
         let logits = model
-            .forward(&ids, &mask, &mut Mode::Train { rng: &mut rng })
+            .forward(&batch, &mut Mode::Train { rng: &mut rng })
             .unwrap();
         let grads = weighted_cross_entropy(&logits, &LABELS, &[1.5, 0.5, 2.0])
             .unwrap()

@@ -1,6 +1,7 @@
 //! Checkpoints in Hugging Face layout: finding the files of a model folder, reading the
 //! weights, and building the classifier from them.
 
+pub mod meta;
 pub mod save;
 pub mod source;
 
@@ -10,34 +11,44 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use self::meta::RunMeta;
+
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 use crate::model::{BertClassifier, LoadReport, ModelParams, ParamStore};
 use crate::tokenize::{TextEncoder, TokenizerFiles};
 
 pub use save::{CheckpointWriter, SavedState};
-pub use source::{resolve, HubSettings, ModelFolder};
+pub use source::{resolve, HubSettings, ModelFolder, ModelRef};
 
 /// The catbert metadata file written beside a fine-tuned checkpoint.
 pub const META_FILE: &str = "catbert.json";
 
 /// A model folder whose required files have been found and whose config has been parsed.
 pub struct Checkpoint {
+    /// The folder.
     pub dir: PathBuf,
+    /// `config.json`, parsed.
     pub config: BertConfig,
     /// `config.json` as read, so saving keeps keys we do not interpret.
     pub raw_config: Value,
+    /// The safetensors file(s).
     pub weight_files: Vec<PathBuf>,
+    /// The tokenizer.
     pub tokenizer_files: TokenizerFiles,
     /// `catbert.json`, when this checkpoint was written by catbert.
-    pub meta: Option<Value>,
+    pub meta: Option<RunMeta>,
 }
 
 /// A classifier ready to run, with its class names.
 pub struct LoadedClassifier {
+    /// The model.
     pub model: BertClassifier,
+    /// Class names in index order.
     pub labels: Vec<String>,
+    /// Its parameters, by name.
     pub params: ModelParams,
+    /// Which tensors were missing, unused or mis-shaped.
     pub report: LoadReport,
 }
 
@@ -76,14 +87,7 @@ impl Checkpoint {
             .ok_or_else(|| not_model("no tokenizer.json or vocab.txt"))?;
         let meta_path = dir.join(META_FILE);
         let meta = if meta_path.is_file() {
-            let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
-                path: meta_path.clone(),
-                source,
-            })?;
-            Some(serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-                path: meta_path.clone(),
-                reason: format!("invalid JSON: {e}"),
-            })?)
+            Some(RunMeta::read(&meta_path)?)
         } else {
             None
         };
@@ -97,9 +101,9 @@ impl Checkpoint {
         })
     }
 
-    /// A string field of `catbert.json` (e.g. `text_column`).
-    pub fn meta_str(&self, key: &str) -> Option<&str> {
-        self.meta.as_ref()?.get(key)?.as_str()
+    /// The text column recorded in `catbert.json`, if any.
+    pub fn text_column(&self) -> Option<&str> {
+        self.meta.as_ref()?.text_column()
     }
 
     /// The tokenizer, truncating at `min(max_len, max_position_embeddings)`.

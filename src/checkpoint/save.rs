@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::checkpoint::meta::{read_json, EpochRecord, RunMeta, RunState};
 use crate::checkpoint::{Checkpoint, META_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_bytes_atomic};
@@ -60,13 +62,14 @@ impl CheckpointWriter {
         })
     }
 
+    /// The output folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Write the classifier in Hugging Face layout plus `catbert.json`. The weights go first and
     /// `catbert.json` last, so a folder whose `catbert.json` names an epoch holds its weights.
-    pub fn write_best(&self, tensors: &[(String, Tensor)], meta: &Value) -> Result<()> {
+    pub fn write_best(&self, tensors: &[(String, Tensor)], meta: &RunMeta) -> Result<()> {
         write_safetensors(&self.dir.join("model.safetensors"), tensors)?;
         write_json(&self.dir.join("config.json"), &self.config)?;
         for src in &self.tokenizer_sources {
@@ -80,12 +83,17 @@ impl CheckpointWriter {
         write_json(&self.dir.join(META_FILE), meta)
     }
 
+    /// Rewrite `catbert.json` alone (the weights stay as they are).
+    pub fn write_meta(&self, meta: &RunMeta) -> Result<()> {
+        write_json(&self.dir.join(META_FILE), meta)
+    }
+
     /// Save the resumable state: parameters (`p.NAME`), optimizer tensors, and `state`.
     pub fn write_state(
         &self,
         params: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
-        state: &Value,
+        state: &RunState,
     ) -> Result<()> {
         let mut all: Vec<(String, Tensor)> = params
             .iter()
@@ -98,7 +106,7 @@ impl CheckpointWriter {
     }
 
     /// `metrics.json`: one entry per epoch so far.
-    pub fn write_metrics(&self, history: &Value) -> Result<()> {
+    pub fn write_metrics(&self, history: &[EpochRecord]) -> Result<()> {
         write_json(&self.dir.join("metrics.json"), history)
     }
 
@@ -109,14 +117,7 @@ impl CheckpointWriter {
         if !json_path.is_file() || !weights_path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&json_path).map_err(|source| Error::Io {
-            path: json_path.clone(),
-            source,
-        })?;
-        let state: Value = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-            path: json_path.clone(),
-            reason: format!("invalid JSON: {e}"),
-        })?;
+        let state: RunState = read_json(&json_path)?;
         let bytes = std::fs::read(&weights_path).map_err(|source| Error::Io {
             path: weights_path.clone(),
             source,
@@ -145,9 +146,12 @@ impl CheckpointWriter {
 
 /// What `run/` holds.
 pub struct SavedState {
+    /// Model parameters by name.
     pub params: HashMap<String, Tensor>,
+    /// AdamW moments by name.
     pub optimizer: HashMap<String, Tensor>,
-    pub state: Value,
+    /// Counters and history.
+    pub state: RunState,
 }
 
 /// The base model's config, turned into a sequence classifier's.
@@ -199,7 +203,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
     write_bytes_atomic(path, &bytes)
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
+fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| {
         serde_json::to_writer_pretty(&mut *w, value).map_err(|e| e.to_string())?;
         std::io::Write::write_all(w, b"\n").map_err(|e| e.to_string())

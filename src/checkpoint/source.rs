@@ -22,9 +22,13 @@ const OPTIONAL: &[&str] = &[
 /// How the Hub is reached, read from the environment a user sets for `huggingface_hub`.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
+    /// The Hugging Face cache folder.
     pub cache_dir: PathBuf,
+    /// Use the cache only, never the network.
     pub offline: bool,
+    /// Access token for private or gated models.
     pub token: Option<String>,
+    /// Another Hub endpoint (a mirror).
     pub endpoint: Option<String>,
 }
 
@@ -52,38 +56,88 @@ impl HubSettings {
 /// A model folder on disk, and where it came from (for logs and `catbert.json`).
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
+    /// The folder.
     pub dir: PathBuf,
+    /// The reference as written (a path, or `hf://org/name@revision`).
     pub origin: String,
+}
+
+/// Where a model comes from. Parsed once from what the user wrote (`--model`, a config file,
+/// an API call): an existing folder, else a Hub id `org/name[@revision]`, else a folder that
+/// does not exist (reported as such when resolved). Non-exhaustive: a model registry adds its
+/// own references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelRef {
+    /// A folder in Hugging Face layout.
+    Folder(PathBuf),
+    /// A Hugging Face Hub model at a revision (`main` unless given).
+    Hub {
+        /// `org/name` or `name`.
+        id: String,
+        /// Branch, tag or commit.
+        revision: String,
+    },
+}
+
+impl ModelRef {
+    /// Read `spec`: an existing folder wins over a Hub id of the same spelling.
+    pub fn parse(spec: &str) -> Self {
+        let path = Path::new(spec);
+        if path.is_dir() || !looks_like_hub_id(spec) {
+            return ModelRef::Folder(path.to_path_buf());
+        }
+        let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+        ModelRef::Hub {
+            id: id.to_string(),
+            revision: revision.to_string(),
+        }
+    }
+
+    /// The local folder holding the model, downloading from the Hub into its cache if needed.
+    pub fn resolve(&self, hub: &HubSettings) -> Result<ModelFolder> {
+        match self {
+            ModelRef::Folder(dir) if dir.is_dir() => Ok(ModelFolder {
+                dir: dir.clone(),
+                origin: dir.display().to_string(),
+            }),
+            ModelRef::Folder(dir) => Err(Error::FileNotFound { path: dir.clone() }),
+            ModelRef::Hub { id, revision } => {
+                let repo =
+                    Repo::with_revision(id.clone(), RepoType::Model, revision.clone());
+                let dir = if hub.offline {
+                    from_cache(id, revision, &repo, hub)?
+                } else {
+                    download(id, &repo, hub)?
+                };
+                Ok(ModelFolder {
+                    dir,
+                    origin: format!("hf://{id}@{revision}"),
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelRef::Folder(dir) => write!(f, "{}", dir.display()),
+            ModelRef::Hub { id, revision } => write!(f, "{id}@{revision}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ModelRef {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Self::parse(s))
+    }
 }
 
 /// Resolve `spec` (a folder, or `org/name[@revision]`) to a local folder.
 pub fn resolve(spec: &str, hub: &HubSettings) -> Result<ModelFolder> {
-    let path = Path::new(spec);
-    if path.is_dir() {
-        return Ok(ModelFolder {
-            dir: path.to_path_buf(),
-            origin: spec.to_string(),
-        });
-    }
-    if !looks_like_hub_id(spec) {
-        return Err(Error::FileNotFound {
-            path: path.to_path_buf(),
-        });
-    }
-    let (id, revision) = match spec.split_once('@') {
-        Some((id, rev)) => (id, rev),
-        None => (spec, "main"),
-    };
-    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
-    let dir = if hub.offline {
-        from_cache(id, revision, &repo, hub)?
-    } else {
-        download(id, &repo, hub)?
-    };
-    Ok(ModelFolder {
-        dir,
-        origin: format!("hf://{id}@{revision}"),
-    })
+    ModelRef::parse(spec).resolve(hub)
 }
 
 /// `name` or `org/name`, optionally `@revision`: no path separators beyond one slash, and not
@@ -198,6 +252,17 @@ mod tests {
         assert!(!looks_like_hub_id("./models/x"));
         assert!(!looks_like_hub_id("/abs/path"));
         assert!(!looks_like_hub_id("a/b/c"));
+        assert_eq!(
+            ModelRef::parse("org/name@v2"),
+            ModelRef::Hub {
+                id: "org/name".into(),
+                revision: "v2".into()
+            }
+        );
+        assert_eq!(
+            ModelRef::parse("./x"),
+            ModelRef::Folder(PathBuf::from("./x"))
+        );
     }
 
     #[test]

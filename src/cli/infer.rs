@@ -1,20 +1,20 @@
-//! `catbert infer`.
+//! `catbert infer`: flags → [`Predictor`] → read rows → predict → write.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 
 use super::progress::Ui;
-use super::{parse_format, set_threads, RunArgs};
-use crate::checkpoint::{resolve, Checkpoint, HubSettings};
+use super::{parse_format, RunArgs};
+use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
 use crate::data::{write_table, Format, Table};
-use crate::device::Precision;
 use crate::error::Error;
-use crate::infer::{predict_top_k, TopK};
-use crate::metrics::{evaluate, format_table};
+use crate::infer::output::{default_output, long_frame, wide_frame};
+use crate::infer::scoring::score_labelled_rows;
+use crate::infer::{PredictOptions, Predictor};
+use crate::metrics::format_table;
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
@@ -66,43 +66,33 @@ pub struct InferArgs {
 }
 
 pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
-    set_threads(args.run.threads);
     if args.batch_size == 0 {
-        return Err(Error::Usage("--batch-size must be at least 1".into()).into());
+        return Err(Error::Usage("`batch_size` must be at least 1".into()).into());
     }
     if args.top_k == 0 {
-        return Err(Error::Usage("--top-k must be at least 1".into()).into());
+        return Err(Error::Usage("`top_k` must be at least 1".into()).into());
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.file));
-    // Check the output format before any work is done.
-    Format::of(&out, None)?;
+    let out = args.out.clone().unwrap_or_else(|| default_output(&args.file));
+    Format::of(&out, None)?; // the output format, before any work
 
-    let selected = crate::device::select(args.run.device)?;
-    if let Some(n) = &selected.notice {
-        ui.notice(n);
-    }
-    let folder = resolve(&args.model, &HubSettings::from_env())?;
-    let ckpt = Checkpoint::open(&folder.dir)?;
-    let text_col = args
-        .text_col
-        .clone()
-        .or_else(|| ckpt.meta_str("text_column").map(String::from))
-        .unwrap_or_else(|| "text".to_string());
-
+    let model = ModelRef::parse(&args.model).resolve(&HubSettings::from_env())?;
+    let checkpoint = Checkpoint::open(&model.dir)?;
+    let text_col = (args.text_col.as_deref())
+        .or(checkpoint.text_column())
+        .unwrap_or("text")
+        .to_string();
     let table = Table::read(&args.file, args.format)?;
     let texts = table.texts(&text_col)?;
 
-    let precision = Precision::resolve(args.run.precision, &selected.device)?;
-    let loaded = ckpt.load_classifier(&selected.device, precision.dtype())?;
-    let encoder = ckpt.text_encoder(args.max_len)?;
-    if !loaded.report.unexpected.is_empty() {
-        ui.notice(&format!(
-            "{} tensors in the checkpoint are not used by the classifier: {}",
-            loaded.report.unexpected.len(),
-            loaded.report.unexpected.join(", ")
-        ));
-    }
-    let classes = loaded.labels.len();
+    let options = PredictOptions {
+        max_len: args.max_len,
+        batch_size: args.batch_size,
+        precision: args.run.precision,
+        hub: None,
+    };
+    let predictor = Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;
+    predictor.notices().iter().for_each(|n| ui.notice(n));
+    let classes = predictor.labels().len();
     if args.top_k > classes {
         ui.notice(&format!(
             "--top-k {} is more than the model's {classes} classes; writing the top {classes}",
@@ -111,50 +101,38 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     ui.info(&format!(
         "model {} ({classes} classes) on {}, {}; {} rows from {}",
-        folder.origin,
-        selected.describe(),
-        precision.name(),
+        predictor.origin(),
+        predictor.device_description(),
+        predictor.precision().name(),
         texts.len(),
         args.file.display()
     ));
 
     let start = Instant::now();
-    let encoded = encoder.encode_all(&texts)?;
     let bar = ui.bar(texts.len() as u64, "infer");
-    let top = super::oom_hint(
-        predict_top_k(
-            &loaded.model,
-            &encoded,
-            encoder.pad_id(),
-            &selected.device,
-            args.batch_size,
-            args.top_k,
-            &bar,
-        ),
-        "--batch-size",
-        args.batch_size,
-    )?;
+    let top = predictor.predict_encoded(&predictor.encode(&texts)?, args.top_k, &bar)?;
     drop(bar);
     let seconds = start.elapsed().as_secs_f64();
 
+    let labels = predictor.labels();
     let mut frame = if args.long {
-        long_frame(&top, &loaded.labels)
+        long_frame(&top, labels)
     } else {
-        wide_frame(table.frame.clone(), &top, &loaded.labels)
+        wide_frame(table.frame.clone(), &top, labels)
     }
     .context("building the output table")?;
     write_table(&mut frame, &out, None)?;
     if let Some(col) = &args.label_col {
-        score_labelled_rows(
-            &table,
-            &texts,
-            &text_col,
-            col,
-            &top,
-            &loaded.labels,
-            &out,
-            ui,
-        )?;
+        match score_labelled_rows(&table, &texts, &text_col, col, &top, labels, &out)? {
+            None => ui.notice(&format!("no row has a label in column {col:?}; nothing to score")),
+            Some(s) => {
+                if s.unknown > 0 {
+                    ui.notice(&format!("{} labelled rows carry a class the model does not know; they are kept as feedback but not scored", s.unknown));
+                }
+                ui.info(&format!("{} labelled rows:\n{}", s.labelled, format_table(&s.evaluation, labels)));
+                ui.info(&format!("metrics in {}; {} feedback rows in {}", s.metrics_path.display(), s.labelled, s.feedback_path.display()));
+            }
+        }
     }
     ui.info(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
@@ -163,124 +141,4 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         out.display()
     ));
     Ok(())
-}
-
-/// Score the rows that carry a label and keep them, with their label, as feedback.
-#[allow(clippy::too_many_arguments)]
-fn score_labelled_rows(
-    table: &Table,
-    texts: &[String],
-    text_col: &str,
-    label_col: &str,
-    top: &TopK,
-    classes: &[String],
-    out: &Path,
-    ui: &Ui,
-) -> anyhow::Result<()> {
-    let labels = table.labels(label_col)?;
-    let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
-    if rows.is_empty() {
-        ui.notice(&format!(
-            "no row has a label in column {label_col:?}; nothing to score"
-        ));
-        return Ok(());
-    }
-    let (mut truth, mut predicted, mut unknown) = (Vec::new(), Vec::new(), 0usize);
-    for &r in &rows {
-        let label = labels[r].as_deref().expect("labelled");
-        match classes.iter().position(|c| c == label) {
-            Some(c) => {
-                truth.push(c);
-                predicted.push(top.classes[r * top.k] as usize);
-            }
-            None => unknown += 1,
-        }
-    }
-    if unknown > 0 {
-        ui.notice(&format!("{unknown} labelled rows carry a class the model does not know; they are kept as feedback but not scored"));
-    }
-    let stem = out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let evaluation = evaluate(&truth, &predicted, classes.len());
-    ui.info(&format!(
-        "{} labelled rows:\n{}",
-        rows.len(),
-        format_table(&evaluation, classes)
-    ));
-    let metrics_path = out.with_file_name(format!("{stem}.metrics.json"));
-    let json = serde_json::json!({ "labels": classes, "label_column": label_col, "unknown_label_rows": unknown, "metrics": evaluation });
-    crate::fsutil::write_bytes_atomic(
-        &metrics_path,
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
-
-    let feedback_texts: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
-    let feedback_labels: Vec<&str> = rows
-        .iter()
-        .map(|&r| labels[r].as_deref().expect("labelled"))
-        .collect();
-    let mut feedback = DataFrame::new_infer_height(vec![
-        Column::new(text_col.into(), feedback_texts),
-        Column::new(label_col.into(), feedback_labels),
-    ])?;
-    let feedback_path = out.with_file_name(format!("{stem}.feedback.csv"));
-    write_table(&mut feedback, &feedback_path, None)?;
-    ui.info(&format!(
-        "metrics in {}; {} feedback rows in {}",
-        metrics_path.display(),
-        rows.len(),
-        feedback_path.display()
-    ));
-    Ok(())
-}
-
-fn default_out(input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    input.with_file_name(format!("{stem}.predictions.csv"))
-}
-
-/// Every input column plus `category_1..k` and `probability_1..k`.
-fn wide_frame(
-    mut frame: DataFrame,
-    top: &TopK,
-    labels: &[String],
-) -> polars::prelude::PolarsResult<DataFrame> {
-    let rows = top.rows();
-    for rank in 0..top.k {
-        let cats: Vec<&str> = (0..rows)
-            .map(|r| labels[top.classes[r * top.k + rank] as usize].as_str())
-            .collect();
-        frame.with_column(Column::new(format!("category_{}", rank + 1).into(), cats))?;
-    }
-    for rank in 0..top.k {
-        let probs: Vec<f32> = (0..rows).map(|r| top.probs[r * top.k + rank]).collect();
-        frame.with_column(Column::new(
-            format!("probability_{}", rank + 1).into(),
-            probs,
-        ))?;
-    }
-    Ok(frame)
-}
-
-/// One row per (input row, rank).
-fn long_frame(top: &TopK, labels: &[String]) -> polars::prelude::PolarsResult<DataFrame> {
-    let n = top.classes.len();
-    let row_id: Vec<u64> = (0..n).map(|i| (i / top.k) as u64).collect();
-    let rank: Vec<u32> = (0..n).map(|i| (i % top.k) as u32).collect();
-    let category: Vec<&str> = top
-        .classes
-        .iter()
-        .map(|&c| labels[c as usize].as_str())
-        .collect();
-    DataFrame::new_infer_height(vec![
-        Series::new("row_id".into(), row_id).into(),
-        Series::new("rank".into(), rank).into(),
-        Series::new("category".into(), category).into(),
-        Series::new("probability".into(), top.probs.clone()).into(),
-    ])
 }

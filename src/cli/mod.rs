@@ -1,7 +1,9 @@
 //! Command-line interface: parses flags, calls the library, draws progress, prints results.
-//! The only module that writes to the terminal.
+//! The only module that writes to the terminal, and the one place where library errors become
+//! a line and an exit code.
 
 mod finetune;
+mod finetune_view;
 mod infer;
 pub mod launch;
 mod progress;
@@ -12,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::Format;
 use crate::device::DeviceChoice;
+use crate::error::{rename_settings, ErrorKind};
 
 /// Fine-tune BERT-family text classifiers and run batched top-k inference.
 #[derive(Debug, Parser)]
@@ -25,10 +28,12 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fine-tune a BERT-family base model into a classifier and keep its best epoch.
@@ -63,12 +68,21 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
 pub type PathArg = PathBuf;
 
 impl Command {
+    fn run_args(&self) -> &RunArgs {
+        match self {
+            Command::Finetune(a) => &a.run,
+            Command::Infer(a) => &a.run,
+        }
+    }
+
     /// The `--device` of the command.
     pub fn device(&self) -> DeviceChoice {
-        match self {
-            Command::Finetune(a) => a.run.device,
-            Command::Infer(a) => a.run.device,
-        }
+        self.run_args().device
+    }
+
+    /// The `--threads` of the command.
+    pub fn threads(&self) -> Option<usize> {
+        self.run_args().threads
     }
 }
 
@@ -81,66 +95,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Turn a GPU out-of-memory failure into advice: the batch size that was too large and the
-/// one to try.
-pub fn oom_hint<T>(result: crate::Result<T>, flag: &str, batch_size: usize) -> crate::Result<T> {
-    result.map_err(|e| {
-        let text = format!("{e:?}");
-        if text.contains("OUT_OF_MEMORY") || text.contains("out of memory") {
-            crate::Error::OutOfMemory {
-                flag: flag.to_string(),
-                batch_size,
-                try_size: (batch_size / 2).max(1),
-            }
-        } else {
-            e
-        }
-    })
+/// The flag of a config key: `batch_size` → `--batch-size`.
+pub fn flag(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
 }
 
-/// Make the math use `threads` cores. Candle's CPU kernels and the tokenizer read rayon's
-/// pool size, so this must happen before either starts a thread.
-///
-/// Candle 0.11 also runs large element-wise ops on a second pool of its own whose threads
-/// spin between ops. Beside rayon's pool (GEMMs and our fused kernels) that is one spinning
-/// thread more than there are cores, and the main thread spins at its barrier while a worker
-/// waits to be scheduled: a profile of a 2-thread training step spent 60 % of its samples
-/// spinning. Our hot element-wise work is in fused rayon kernels, so candle's pool gets no
-/// workers (`CANDLE_NUM_THREADS=1`) unless the user sets that variable.
-pub fn set_threads(threads: Option<usize>) {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    if let Some(n) = threads.filter(|&n| n > 0) {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
+/// The error as one line (the whole chain and a backtrace when `verbose`), settings named by
+/// their flags.
+pub fn render_error(err: &anyhow::Error, verbose: bool) -> String {
+    let text = if verbose {
+        format!("{err:?}")
+    } else {
+        format!("{err:#}")
+    };
+    rename_settings(&text, &flag)
+}
+
+/// Exit code of a failed run: 2 when the input is at fault (as clap does for bad flags), 1
+/// otherwise.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    let kind = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<crate::Error>())
+        .map(crate::Error::kind);
+    match kind {
+        Some(ErrorKind::Input) => 2,
+        Some(ErrorKind::Resources | ErrorKind::Internal) | None => 1,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{with_batch_size, CandleContext};
 
     #[test]
     fn out_of_memory_names_the_batch_size_to_try() {
-        let cuda_oom: crate::Result<()> = Err(crate::Error::Candle {
-            context: "forward pass".into(),
-            source: candle_core::Error::Msg(
-                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
-            ),
-        });
-        let err = oom_hint(cuda_oom, "--batch-size", 64).unwrap_err();
+        let cuda_oom: candle_core::Result<()> = Err(candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        ));
+        let err: anyhow::Error = with_batch_size(cuda_oom.ctx("forward pass"), 64)
+            .unwrap_err()
+            .into();
         assert_eq!(
-            err.to_string(),
+            render_error(&err, false),
             "out of GPU memory with --batch-size 64; try --batch-size 32"
         );
-        assert!(!err.is_input_error());
-        let other: crate::Result<()> = Err(crate::Error::Usage("x".into()));
-        assert_eq!(
-            oom_hint(other, "--batch-size", 64).unwrap_err().to_string(),
-            "x"
-        );
+        assert_eq!(exit_code(&err), 1);
+        let other: anyhow::Error = crate::Error::Usage("x".into()).into();
+        assert_eq!(render_error(&other, false), "x");
+        assert_eq!(exit_code(&other), 2);
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+pub mod batch;
 pub mod split;
 
 use crate::error::{Error, Result};
@@ -17,9 +18,13 @@ use crate::fsutil::write_atomic;
 /// A tabular file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Comma-separated values with a header row.
     Csv,
+    /// Tab-separated values with a header row.
     Tsv,
+    /// JSON Lines: one JSON object per line.
     JsonLines,
+    /// Apache Parquet.
     Parquet,
 }
 
@@ -62,7 +67,9 @@ impl Format {
 
 /// A table read from a file, remembering where it came from for error messages.
 pub struct Table {
+    /// The file the table was read from.
     pub path: PathBuf,
+    /// The table's contents.
     pub frame: DataFrame,
 }
 
@@ -118,10 +125,12 @@ impl Table {
         })
     }
 
+    /// Number of rows, header not counted.
     pub fn rows(&self) -> usize {
         self.frame.height()
     }
 
+    /// The column names, in table order.
     pub fn column_names(&self) -> Vec<String> {
         self.frame
             .get_column_names()
@@ -130,6 +139,7 @@ impl Table {
             .collect()
     }
 
+    /// Whether the table has a column called `name`.
     pub fn has_column(&self, name: &str) -> bool {
         self.frame.column(name).is_ok()
     }

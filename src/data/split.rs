@@ -1,5 +1,5 @@
 //! From labelled rows to training batches: the label map, a seeded stratified hold-out, class
-//! weights, and length-bucketed batches that are short (little padding) and still random.
+//! weights (batches: [`super::batch`]).
 
 use std::collections::BTreeSet;
 
@@ -8,10 +8,12 @@ use crate::rng::Rng;
 /// Class names in index order: the sorted distinct training labels (as the reference does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelMap {
+    /// Class names, sorted; a class's index is its position here.
     pub names: Vec<String>,
 }
 
 impl LabelMap {
+    /// The map of the distinct labels in `labels`, sorted.
     pub fn from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Self {
         let set: BTreeSet<&str> = labels.into_iter().collect();
         Self {
@@ -19,14 +21,17 @@ impl LabelMap {
         }
     }
 
+    /// The index of class `name`, or `None` if it is not a class.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
     }
 
+    /// Number of classes.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// Whether there are no classes.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -35,7 +40,9 @@ impl LabelMap {
 /// Row indices of a stratified split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
+    /// Rows to train on, in ascending order.
     pub train: Vec<usize>,
+    /// Rows held out for evaluation, in ascending order.
     pub holdout: Vec<usize>,
 }
 
@@ -75,27 +82,6 @@ pub fn balanced_weights(labels: &[usize], classes: usize) -> Vec<f32> {
         .iter()
         .map(|&c| labels.len() as f32 / (classes as f32 * c.max(1) as f32))
         .collect()
-}
-
-/// Batches for one epoch: shuffle all rows, sort windows of `window_batches` batches by token
-/// length, cut them into batches, then shuffle the batch order. Each batch holds rows of similar
-/// length (little padding) while the epoch order stays random.
-pub fn bucketed_batches(
-    lengths: &[usize],
-    batch_size: usize,
-    window_batches: usize,
-    rng: &mut Rng,
-) -> Vec<Vec<usize>> {
-    let batch_size = batch_size.max(1);
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    rng.shuffle(&mut order);
-    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
-    for window in order.chunks_mut(batch_size * window_batches.max(1)) {
-        window.sort_by_key(|&i| lengths[i]);
-        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
 }
 
 #[cfg(test)]
@@ -144,28 +130,5 @@ mod tests {
         for (g, w) in w.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
         }
-    }
-
-    #[test]
-    fn buckets_cover_every_row_once_and_pad_little() {
-        let mut rng = Rng::new(3);
-        let lengths: Vec<usize> = (0..1000).map(|_| 3 + rng.below(40)).collect();
-        let batches = bucketed_batches(&lengths, 32, 50, &mut Rng::new(9));
-        let mut seen: Vec<usize> = batches.concat();
-        seen.sort();
-        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
-        let padded: usize = batches
-            .iter()
-            .map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap())
-            .sum();
-        let real: usize = lengths.iter().sum();
-        assert!(
-            (padded as f64) < 1.1 * real as f64,
-            "padding {padded} vs {real}"
-        );
-        assert_ne!(
-            batches,
-            bucketed_batches(&lengths, 32, 50, &mut Rng::new(10))
-        );
     }
 }

@@ -4,21 +4,27 @@
 //! LayerNorm kernel (fast, but it records no backward op); `Mode::Train` uses differentiable
 //! fused ops and applies dropout from a seeded generator so runs resume bit-for-bit.
 //!
-//! On the CPU in f32 a right-padded batch runs *packed*: its sequences are laid back to back
-//! as one (tokens, hidden) matrix and attention runs per sequence (`kernels::varlen_attention`),
-//! so padding costs no FLOPs whatever the length mix of a batch. Elsewhere (GPU, bf16) batches
-//! run padded with an additive attention mask.
+//! The forward pass takes a [`TokenBatch`]: texts back to back with their cumulative lengths.
+//! On the CPU in f32 it runs *packed*, as one (tokens, hidden) matrix with attention per text
+//! (`kernels::varlen_attention`), so padding costs no FLOPs whatever the length mix of a batch.
+//! Elsewhere (GPU, bf16) it runs on the batch's padded view with an additive attention mask.
 
 use candle_core::{DType, Module, Result, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::data::batch::TokenBatch;
 use crate::model::params::{Init, ParamStore};
 use crate::rng::Rng;
 
 /// Forward-pass mode: evaluation, or training with dropout drawn from `rng`.
 pub enum Mode<'a> {
+    /// No dropout; LayerNorm through candle's fused (non-differentiable) kernel.
     Eval,
-    Train { rng: &'a mut Rng },
+    /// Dropout on, its masks drawn from `rng`; differentiable ops throughout.
+    Train {
+        /// The seeded generator of the dropout masks (saved with the run state).
+        rng: &'a mut Rng,
+    },
 }
 
 impl Mode<'_> {
@@ -350,6 +356,7 @@ impl BertClassifier {
         })
     }
 
+    /// Number of classes the classification head outputs.
     pub fn num_labels(&self) -> usize {
         self.num_labels
     }
@@ -360,79 +367,54 @@ impl BertClassifier {
         self.packing = on;
     }
 
-    /// Token lengths of the rows of a right-padded batch when it can run packed, else `None`.
-    fn packed_lengths(&self, attention_mask: &Tensor) -> Result<Option<Vec<usize>>> {
-        if !self.packing
-            || self.embeddings.norm.compute != DType::F32
-            || !crate::kernels::varlen_attention_supported(&self.embeddings.word)
-        {
-            return Ok(None);
-        }
-        let mask = attention_mask.to_dtype(DType::U8)?.to_vec2::<u8>()?;
-        let mut lengths = Vec::with_capacity(mask.len());
-        for row in &mask {
-            let n = row.iter().take_while(|&&m| m != 0).count();
-            if n == 0 || row[n..].iter().any(|&m| m != 0) {
-                return Ok(None); // not right-padded: attend with the mask instead
-            }
-            lengths.push(n);
-        }
-        Ok(Some(lengths))
+    /// Whether `batch` can run packed (no padding): packing on, f32 compute, a device with
+    /// the varlen attention kernel, and no empty text.
+    fn runs_packed(&self, batch: &TokenBatch) -> bool {
+        self.packing
+            && self.embeddings.norm.compute == DType::F32
+            && crate::kernels::varlen_attention_supported(&self.embeddings.word)
+            && batch.no_empty_rows()
     }
 
     /// The encoder's `[CLS]` hidden state and the pooled vector, both (batch, hidden).
-    pub fn encode(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        mode: &mut Mode,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn encode(&self, batch: &TokenBatch, mode: &mut Mode) -> Result<(Tensor, Tensor)> {
         let dtype = self.embeddings.norm.compute;
-        let (rows, len) = input_ids.dims2()?;
-        let dev = input_ids.device();
-        let (mut x, batch) = match self.packed_lengths(attention_mask)? {
-            Some(lengths) => {
-                let ids = input_ids.to_vec2::<u32>()?;
-                let total: usize = lengths.iter().sum();
-                let (mut packed, mut positions) =
-                    (Vec::with_capacity(total), Vec::with_capacity(total));
-                let mut starts = Vec::with_capacity(rows + 1);
-                starts.push(0);
-                for (row, &n) in ids.iter().zip(&lengths) {
-                    packed.extend_from_slice(&row[..n]);
-                    positions.extend(0..n as u32);
-                    starts.push(packed.len());
-                }
-                let x = self.embeddings.forward(
-                    &Tensor::from_vec(packed, total, dev)?,
-                    &Tensor::from_vec(positions, total, dev)?,
-                    mode,
-                )?;
-                (x, Batch::Packed { starts })
-            }
-            None => {
-                // 0 where attended, the dtype's most negative value where padded
-                // (transformers' rule).
-                let min = match dtype {
-                    DType::BF16 => -3.389_531_4e38,
-                    DType::F16 => -65504.0,
-                    _ => f32::MIN as f64,
-                };
-                let mask_bias = ((attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * min)?)
-                    .to_dtype(dtype)?
-                    .reshape((rows, 1, 1, len))?;
-                let positions = Tensor::arange(0u32, len as u32, dev)?
-                    .unsqueeze(0)?
-                    .broadcast_as((rows, len))?
-                    .contiguous()?;
-                let x = self.embeddings.forward(input_ids, &positions, mode)?;
-                (x, Batch::Padded { mask_bias })
-            }
+        let rows = batch.rows();
+        let dev = self.embeddings.word.device().clone();
+        let dev = &dev;
+        let (mut x, layout) = if self.runs_packed(batch) {
+            let total = batch.tokens();
+            let x = self.embeddings.forward(
+                &Tensor::from_slice(batch.ids(), total, dev)?,
+                &Tensor::from_vec(batch.positions(), total, dev)?,
+                mode,
+            )?;
+            let starts = batch.starts().to_vec();
+            (x, Batch::Packed { starts })
+        } else {
+            let (input_ids, attention_mask) = batch.padded(dev)?;
+            let len = batch.max_len();
+            // 0 where attended, the dtype's most negative value where padded
+            // (transformers' rule).
+            let min = match dtype {
+                DType::BF16 => -3.389_531_4e38,
+                DType::F16 => -65504.0,
+                _ => f32::MIN as f64,
+            };
+            let mask_bias = ((attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * min)?)
+                .to_dtype(dtype)?
+                .reshape((rows, 1, 1, len))?;
+            let positions = Tensor::arange(0u32, len as u32, dev)?
+                .unsqueeze(0)?
+                .broadcast_as((rows, len))?
+                .contiguous()?;
+            let x = self.embeddings.forward(&input_ids, &positions, mode)?;
+            (x, Batch::Padded { mask_bias })
         };
         for layer in &self.layers {
-            x = layer.forward(&x, &batch, mode)?;
+            x = layer.forward(&x, &layout, mode)?;
         }
-        let cls = match &batch {
+        let cls = match &layout {
             Batch::Packed { starts } => {
                 let firsts: Vec<u32> = starts[..rows].iter().map(|&s| s as u32).collect();
                 x.index_select(&Tensor::from_vec(firsts, rows, dev)?, 0)?
@@ -443,14 +425,9 @@ impl BertClassifier {
         Ok((cls, pooled))
     }
 
-    /// Class logits (batch, num_labels). `input_ids` are u32, `attention_mask` holds 1/0.
-    pub fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        mode: &mut Mode,
-    ) -> Result<Tensor> {
-        let (_, pooled) = self.encode(input_ids, attention_mask, mode)?;
+    /// Class logits (batch, num_labels) on the model's device.
+    pub fn forward(&self, batch: &TokenBatch, mode: &mut Mode) -> Result<Tensor> {
+        let (_, pooled) = self.encode(batch, mode)?;
         let pooled = mode.dropout(&pooled, self.classifier_dropout)?;
         self.classifier.forward(&pooled)
     }

@@ -1,5 +1,6 @@
 //! The BERT sequence classifier. Model code knows tensors and names, never files or flags.
 
+pub mod batched;
 mod bert;
 pub mod params;
 

@@ -15,16 +15,25 @@ use crate::rng::Rng;
 /// How a tensor that the checkpoint lacks is initialised (transformers' `_init_weights`).
 #[derive(Debug, Clone, Copy)]
 pub enum Init {
-    Normal { std: f64 },
+    /// Normal distribution with mean zero.
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
+    /// All zeros, as for biases.
     Zeros,
+    /// All ones, as for LayerNorm weights.
     Ones,
 }
 
 /// A tensor whose shape in the checkpoint differs from what the config implies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeIssue {
+    /// The parameter's transformers name.
     pub name: String,
+    /// Shape in the checkpoint.
     pub found: Vec<usize>,
+    /// Shape the config implies.
     pub expected: Vec<usize>,
 }
 
@@ -35,13 +44,16 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// In the checkpoint, never asked for (e.g. a pre-training head).
     pub unexpected: Vec<String>,
+    /// In the checkpoint with the wrong shape: initialised fresh.
     pub mismatched: Vec<ShapeIssue>,
 }
 
 /// One trainable or frozen parameter, with its transformers name.
 #[derive(Debug, Clone)]
 pub struct NamedParam {
+    /// The transformers name, e.g. `bert.pooler.dense.weight`.
     pub name: String,
+    /// The variable holding the parameter's values.
     pub var: Var,
 }
 
@@ -122,6 +134,7 @@ impl ParamStore {
         self
     }
 
+    /// The dtype the forward pass computes in.
     pub fn compute_dtype(&self) -> DType {
         self.compute
     }
@@ -200,7 +213,9 @@ impl ParamStore {
 /// The model's parameters by name: tensors for saving, `Var`s for the optimizer (training only).
 #[derive(Debug, Clone, Default)]
 pub struct ModelParams {
+    /// Every tensor the model asked for, by name, in the order asked.
     pub tensors: Vec<(String, Tensor)>,
+    /// The trainable variables, for the optimizer; empty unless the store was trainable.
     pub vars: Vec<NamedParam>,
 }
 

@@ -1,52 +1,54 @@
-//! Fine-tuning: the epoch loop, per-epoch evaluation, best-epoch selection, and resumable
-//! state. The loop reports through [`TrainObserver`]; it never prints.
+//! Fine-tuning as a library. [`Finetune`] is the job: [`Finetune::prepare`] turns tables into
+//! training data (label map, split, class weights, evaluation rows, the base model, the resume
+//! decision) and [`Finetune::fit`] runs the epoch loop, reporting to [`Callback`]s. The loop
+//! never prints.
 
+pub mod callbacks;
+mod config;
+mod job;
 pub mod loss;
 pub mod optim;
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::Device;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use candle_core::Tensor;
+
+pub use crate::checkpoint::meta::{
+    ClassWeights, EpochRecord, Hyper, PhaseSeconds, RunMeta, RunState,
+};
+pub use callbacks::{
+    BestCheckpoint, Callback, Control, EarlyStopping, EpochEnd, MetricsFile, RunEnd, RunStart,
+    Saved, SavedKind, Step,
+};
+pub use config::{FinetuneConfig, DEFAULT_BASE_MODEL};
+pub use job::{default_out, Finetune, Prepared, PreparedSummary};
 
 use crate::checkpoint::CheckpointWriter;
-use crate::data::split::bucketed_batches;
-use crate::error::{CandleContext, Error, Result};
-use crate::infer::{collate, predict_probs, top_k_indices, Quiet};
-use crate::metrics::{evaluate, Evaluation, Metric};
+use crate::data::batch::{bucketed_batches, TokenBatch};
+use crate::error::{with_batch_size, CandleContext, Error, Result};
+use crate::metrics::{evaluate, Evaluation};
+use crate::model::batched::{predict_probs, top_k_indices, Quiet};
 use crate::model::{BertClassifier, Mode, ModelParams};
 use crate::rng::Rng;
 use loss::{weighted_cross_entropy, weighted_cross_entropy_host};
 use optim::{linear_schedule, AdamW, AdamWConfig};
 
-/// Training hyperparameters (defaults: those of the PyTorch reference).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Hyper {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    pub eval_batch_size: usize,
-    pub metric: Metric,
-    /// Batches per length-sorted window when drawing batches (1 = plain random batches).
-    pub bucket_window: usize,
-}
-
 /// Tokenised rows with class indices.
 #[derive(Debug, Clone, Default)]
 pub struct Examples {
+    /// Token ids per row.
     pub ids: Vec<Vec<u32>>,
+    /// Class index per row.
     pub labels: Vec<usize>,
 }
 
 impl Examples {
+    /// Number of rows.
     pub fn len(&self) -> usize {
         self.ids.len()
     }
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
@@ -54,96 +56,58 @@ impl Examples {
 
 /// What one run trains and evaluates on.
 pub struct TrainData {
+    /// The rows trained on.
     pub train: Examples,
     /// The stratified hold-out that picks the best epoch (if any).
     pub holdout: Option<Examples>,
-    /// The labelled rows of `--eval` (if any); picks the best epoch when there is no hold-out.
+    /// The labelled evaluation rows (if any); they pick the best epoch when there is no
+    /// hold-out.
     pub eval: Option<Examples>,
+    /// Loss weight per class.
     pub class_weights: Vec<f32>,
+    /// The tokenizer's padding id.
     pub pad_id: u32,
 }
 
-/// The record of one epoch, as written to `metrics.json` and `catbert.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    /// Optimizer steps in this epoch.
-    pub steps: usize,
-    pub train_loss: f64,
-    pub train_seconds: f64,
-    pub train_samples_per_s: f64,
-    pub learning_rate_end: f64,
-    /// Where the training time went (host clock; on a GPU, queued work lands in later phases).
-    pub phase_seconds: PhaseSeconds,
-    pub holdout: Option<Evaluation>,
-    pub eval: Option<Evaluation>,
-}
-
-impl EpochRecord {
-    /// The evaluation that selects the best epoch: the hold-out, else `--eval`.
-    pub fn selection(&self) -> Option<&Evaluation> {
-        self.holdout.as_ref().or(self.eval.as_ref())
-    }
-}
-
-/// Seconds spent in each phase of the training steps of one epoch.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct PhaseSeconds {
-    /// Batch preparation, forward pass and loss.
-    pub forward: f64,
-    pub backward: f64,
-    /// Gradient clipping and the AdamW update.
-    pub optimizer: f64,
-}
-
-/// Counters and history saved after every epoch so an interrupted run continues exactly.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RunState {
-    /// Identifies the run's settings; resuming with different ones is refused.
-    pub fingerprint: String,
-    pub epochs_done: usize,
-    pub optimizer_steps: usize,
-    pub dropout_rng: Rng,
-    pub history: Vec<EpochRecord>,
-    pub best_epoch: Option<usize>,
-    pub best_score: Option<f64>,
-}
-
-/// Progress callbacks (the CLI draws bars from them).
-pub trait TrainObserver {
-    fn epoch_start(&self, _epoch: usize, _samples: usize) {}
-    fn step(&self, _samples: usize, _mean_loss: f64) {}
-    fn evaluating(&self, _what: &str) {}
-    fn epoch_end(&self, _record: &EpochRecord, _is_best: bool) {}
-}
-
-/// The outcome of [`fit`].
+/// How a run ended.
 pub struct Outcome {
+    /// Final counters and history.
     pub state: RunState,
+    /// Final `catbert.json`.
+    pub meta: RunMeta,
+    /// Why it stopped before its last epoch, if a callback stopped it.
+    pub stopped: Option<String>,
 }
 
-/// The static part of `catbert.json` (columns, arguments, versions...) that [`fit`] completes
-/// with the per-epoch history and the best epoch.
-pub type StaticMeta = serde_json::Map<String, Value>;
+/// A saved run to continue: its state and the AdamW moments.
+pub type Resume = (RunState, HashMap<String, Tensor>);
 
-/// Train `model` on `data` for `hyper.epochs`, evaluating after every epoch, keeping the best
-/// epoch by `hyper.metric` in `writer`'s folder and the run state beside it. `resume` continues
-/// an interrupted run from its saved state.
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
-    model: &BertClassifier,
-    params: &ModelParams,
+/// The loop's inputs that are not data.
+pub(crate) struct LoopParts<'a> {
+    pub model: &'a BertClassifier,
+    pub params: &'a ModelParams,
+    pub writer: &'a CheckpointWriter,
+    pub config: &'a FinetuneConfig,
+    /// `catbert.json` without history; the loop completes it.
+    pub meta: RunMeta,
+}
+
+/// Train for `hyper.epochs`, evaluating after every epoch; keep the best epoch by
+/// `hyper.metric` and the run state (for resuming) in the writer's folder.
+pub(crate) fn run_loop(
+    parts: LoopParts,
     data: &TrainData,
-    hyper: &Hyper,
-    device: &Device,
-    writer: &CheckpointWriter,
-    meta: &StaticMeta,
-    resume: Option<(
-        RunState,
-        std::collections::HashMap<String, candle_core::Tensor>,
-    )>,
-    observer: &dyn TrainObserver,
+    resume: Option<Resume>,
+    callbacks: &mut [&mut dyn Callback],
 ) -> Result<Outcome> {
+    let LoopParts {
+        model,
+        params,
+        writer,
+        config,
+        mut meta,
+    } = parts;
+    let hyper = &config.hyper;
     let fingerprint = fingerprint(hyper, data);
     let adam = AdamWConfig {
         lr: hyper.lr,
@@ -155,7 +119,7 @@ pub fn fit(
         Some((state, moments)) => {
             if state.fingerprint != fingerprint {
                 return Err(Error::Usage(format!(
-                    "{}: the saved run used other settings or data; start afresh without --resume (or use another --out)",
+                    "{}: the saved run used other settings or data; start afresh without `resume` (or use another `out`)",
                     writer.dir().display()
                 )));
             }
@@ -171,15 +135,34 @@ pub fn fit(
             history: Vec::new(),
             best_epoch: None,
             best_score: None,
+            stopped_early: None,
         },
     };
+    sync_meta(&mut meta, &state);
 
     let steps_per_epoch = data.train.len().div_ceil(hyper.batch_size);
     let total_steps = steps_per_epoch * hyper.epochs;
     let warmup = (hyper.warmup_ratio * total_steps as f64) as usize;
     let lengths: Vec<usize> = data.train.ids.iter().map(Vec::len).collect();
+    for cb in callbacks.iter_mut() {
+        cb.on_start(&RunStart {
+            config,
+            meta: &meta,
+            state: &state,
+            out: writer.dir(),
+            rows_per_epoch: data.train.len(),
+            steps_per_epoch,
+        })?;
+    }
 
-    for epoch in state.epochs_done + 1..=hyper.epochs {
+    let first = state.epochs_done + 1;
+    let last = if state.stopped_early.is_some() {
+        state.epochs_done
+    } else {
+        hyper.epochs
+    };
+    let mut stopped = state.stopped_early.clone();
+    'epochs: for epoch in first..=last {
         // Each epoch's order depends only on (seed, epoch): a resumed run replays it exactly.
         let mut order_rng = Rng::new(
             hyper
@@ -192,29 +175,29 @@ pub fn fit(
             hyper.bucket_window,
             &mut order_rng,
         );
-        observer.epoch_start(epoch, data.train.len());
+        for cb in callbacks.iter_mut() {
+            cb.on_epoch_start(epoch, data.train.len())?;
+        }
         let started = Instant::now();
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         let mut lr = 0.0;
         let mut phases = PhaseSeconds::default();
-        for batch in &batches {
+        for rows in &batches {
             lr = hyper.lr * linear_schedule(opt.steps(), warmup, total_steps);
-            let rows: Vec<&[u32]> = batch
-                .iter()
-                .map(|&i| data.train.ids[i].as_slice())
-                .collect();
-            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            let labels: Vec<usize> = rows.iter().map(|&i| data.train.labels[i]).collect();
             let t_forward = Instant::now();
-            let (ids, mask) = collate(&rows, data.pad_id, device).ctx("preparing a batch")?;
-            let logits = model
-                .forward(
-                    &ids,
-                    &mask,
-                    &mut Mode::Train {
-                        rng: &mut state.dropout_rng,
-                    },
-                )
-                .ctx("forward pass")?;
+            let batch = TokenBatch::select(&data.train.ids, rows, data.pad_id);
+            let logits = with_batch_size(
+                model
+                    .forward(
+                        &batch,
+                        &mut Mode::Train {
+                            rng: &mut state.dropout_rng,
+                        },
+                    )
+                    .ctx("forward pass"),
+                hyper.batch_size,
+            )?;
             let loss = weighted_cross_entropy(&logits, &labels, &data.class_weights).ctx("loss")?;
             let loss_value = loss.to_scalar::<f32>().ctx("loss")? as f64;
             if !loss_value.is_finite() {
@@ -235,22 +218,39 @@ pub fn fit(
             }
             let t_backward = Instant::now();
             phases.forward += (t_backward - t_forward).as_secs_f64();
-            let grads = loss.backward().ctx("backward pass")?;
+            let grads = with_batch_size(loss.backward().ctx("backward pass"), hyper.batch_size)?;
             let t_optimizer = Instant::now();
             phases.backward += (t_optimizer - t_backward).as_secs_f64();
             opt.step(&grads, lr, hyper.max_grad_norm)
                 .ctx("AdamW step")?;
             phases.optimizer += t_optimizer.elapsed().as_secs_f64();
-            loss_sum += loss_value * batch.len() as f64;
-            seen += batch.len();
-            observer.step(batch.len(), loss_sum / seen as f64);
+            loss_sum += loss_value * rows.len() as f64;
+            seen += rows.len();
+            let step = Step {
+                epoch,
+                global_step: opt.steps(),
+                rows: rows.len(),
+                mean_loss: loss_sum / seen as f64,
+                lr,
+            };
+            for cb in callbacks.iter_mut() {
+                if let Control::Stop(reason) = cb.on_step(&step)? {
+                    stopped = Some(format!(
+                        "{reason} (during epoch {epoch}; epoch {} is the last saved)",
+                        state.epochs_done
+                    ));
+                    break 'epochs;
+                }
+            }
         }
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let evaluate_on = |what: &str, ex: &Option<Examples>| -> Result<Option<Evaluation>> {
+        let mut evaluate_on = |what: &str, ex: &Option<Examples>| -> Result<Option<Evaluation>> {
             let Some(ex) = ex else { return Ok(None) };
-            observer.evaluating(what);
-            Ok(Some(evaluate_examples(model, ex, data, hyper, device)?))
+            for cb in callbacks.iter_mut() {
+                cb.on_evaluating(what);
+            }
+            Ok(Some(evaluate_examples(model, ex, data, hyper.eval_batch_size)?))
         };
         let holdout = evaluate_on("hold-out", &data.holdout)?;
         let eval = evaluate_on("eval", &data.eval)?;
@@ -280,17 +280,69 @@ pub fn fit(
         if is_best {
             state.best_epoch = Some(epoch);
             state.best_score = Some(score).filter(|s| s.is_finite());
-            writer.write_best(&params.tensors, &catbert_meta(meta, &state, hyper))?;
+        }
+        sync_meta(&mut meta, &state);
+
+        let mut saved = Vec::new();
+        let mut stop = None;
+        let end = EpochEnd {
+            record: &record,
+            is_best,
+            state: &state,
+            meta: &meta,
+            params: &params.tensors,
+            writer,
+        };
+        for cb in callbacks.iter_mut() {
+            if let Control::Stop(reason) = cb.on_epoch_end(&end, &mut saved)? {
+                stop.get_or_insert(reason);
+            }
+        }
+        if epoch < hyper.epochs {
+            state.stopped_early = stop.clone();
         }
         writer.write_state(
             &params.tensors,
             &opt.state_tensors().ctx("saving AdamW state")?,
-            &serde_json::to_value(&state).expect("state serialises"),
+            &state,
         )?;
-        writer.write_metrics(&serde_json::to_value(&state.history).expect("history serialises"))?;
-        observer.epoch_end(&record, is_best);
+        saved.push(Saved {
+            kind: SavedKind::RunState,
+            path: writer.dir().join(crate::checkpoint::save::RUN_DIR),
+            epoch,
+        });
+        for s in &saved {
+            for cb in callbacks.iter_mut() {
+                cb.on_saved(s)?;
+            }
+        }
+        if let Some(reason) = state.stopped_early.clone() {
+            stopped = Some(reason);
+            break;
+        }
     }
-    Ok(Outcome { state })
+    sync_meta(&mut meta, &state);
+    for cb in callbacks.iter_mut() {
+        cb.on_end(&RunEnd {
+            state: &state,
+            meta: &meta,
+            stopped: stopped.as_deref(),
+            writer,
+        })?;
+    }
+    Ok(Outcome {
+        state,
+        meta,
+        stopped,
+    })
+}
+
+/// Copy history, best epoch and stop reason into `catbert.json`'s fields.
+fn sync_meta(meta: &mut RunMeta, state: &RunState) {
+    meta.epochs = state.history.clone();
+    meta.best_epoch = state.best_epoch;
+    meta.best_score = state.best_score;
+    meta.stopped_early = state.stopped_early.clone();
 }
 
 /// Metrics and weighted loss of the model on labelled examples.
@@ -298,18 +350,10 @@ pub fn evaluate_examples(
     model: &BertClassifier,
     ex: &Examples,
     data: &TrainData,
-    hyper: &Hyper,
-    device: &Device,
+    batch_size: usize,
 ) -> Result<Evaluation> {
     let classes = model.num_labels();
-    let probs = predict_probs(
-        model,
-        &ex.ids,
-        data.pad_id,
-        device,
-        hyper.eval_batch_size,
-        &Quiet,
-    )?;
+    let probs = predict_probs(model, &ex.ids, data.pad_id, batch_size, &Quiet)?;
     let predicted: Vec<usize> = probs
         .chunks(classes)
         .map(|row| top_k_indices(row, 1)[0] as usize)
@@ -324,20 +368,7 @@ pub fn evaluate_examples(
     Ok(e)
 }
 
-/// `catbert.json`: the static part plus history, best epoch and selection.
-fn catbert_meta(meta: &StaticMeta, state: &RunState, hyper: &Hyper) -> Value {
-    let mut m = meta.clone();
-    m.insert(
-        "epochs".into(),
-        serde_json::to_value(&state.history).expect("history serialises"),
-    );
-    m.insert("best_epoch".into(), json!(state.best_epoch));
-    m.insert("best_score".into(), json!(state.best_score));
-    m.insert("metric".into(), json!(hyper.metric.name()));
-    Value::Object(m)
-}
-
-/// A short hash of everything that must match for `--resume` to continue a run.
+/// A short hash of everything that must match for a resumed run to continue.
 fn fingerprint(hyper: &Hyper, data: &TrainData) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {

@@ -11,10 +11,15 @@ use crate::model::NamedParam;
 /// Hyperparameters of AdamW.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWConfig {
+    /// Peak learning rate; [`AdamW::step`] is given the schedule's value for each step.
     pub lr: f64,
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to the denominator for numerical stability.
     pub eps: f64,
+    /// Decoupled weight-decay coefficient (not applied to biases or LayerNorm weights).
     pub weight_decay: f64,
 }
 
@@ -53,6 +58,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// An optimizer over `params` with zeroed moments, at step 0.
     pub fn new(params: &[NamedParam], config: AdamWConfig) -> Result<Self> {
         let slots = params
             .iter()

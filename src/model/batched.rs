@@ -1,13 +1,16 @@
-//! Batched prediction: rows sorted by token length so each batch pads to little, softmax on
-//! the device, top-k per row with ties broken by class index, results in input order.
+//! Running a model over many rows: length-sorted batches (little padding on the GPU), softmax
+//! on the device, top-k per row with ties broken by class index, results in input order.
+//! Inference and training's evaluation both go through here.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
-use crate::error::{CandleContext, Result};
+use crate::data::batch::{length_batches, TokenBatch};
+use crate::error::{with_batch_size, CandleContext, Result};
 use crate::model::{BertClassifier, Mode};
 
-/// How the library reports progress without printing (the CLI draws the bar).
+/// How the library reports progress without printing (a front end draws the bar).
 pub trait Progress {
+    /// `rows` more rows are done.
     fn advance(&self, _rows: usize) {}
 }
 
@@ -18,12 +21,16 @@ impl Progress for Quiet {}
 /// The k best classes of every row, row-major: row `r` holds `classes[r*k..(r+1)*k]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopK {
+    /// Classes per row.
     pub k: usize,
+    /// Class indices, `k` per row, best first.
     pub classes: Vec<u32>,
+    /// Their probabilities.
     pub probs: Vec<f32>,
 }
 
 impl TopK {
+    /// Number of rows.
     pub fn rows(&self) -> usize {
         self.classes.len().checked_div(self.k).unwrap_or(0)
     }
@@ -38,39 +45,6 @@ impl TopK {
     }
 }
 
-/// Row indices grouped into batches of at most `batch_size`, shortest rows first, so rows of
-/// similar length share a batch. Stable: equal lengths keep input order.
-pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
-    order
-        .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
-}
-
-/// Pad `rows` to the longest; returns (input_ids, attention_mask) as (batch, len) tensors.
-pub fn collate(
-    rows: &[&[u32]],
-    pad_id: u32,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * len);
-    let mut mask = Vec::with_capacity(rows.len() * len);
-    for row in rows {
-        ids.extend_from_slice(row);
-        ids.extend(std::iter::repeat_n(pad_id, len - row.len()));
-        mask.extend(std::iter::repeat_n(1u8, row.len()));
-        mask.extend(std::iter::repeat_n(0u8, len - row.len()));
-    }
-    let shape = (rows.len(), len);
-    Ok((
-        Tensor::from_vec(ids, shape, device)?,
-        Tensor::from_vec(mask, shape, device)?,
-    ))
-}
-
 /// Indices of the `k` largest values, ties broken by the lower index.
 pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..values.len() as u32).collect();
@@ -81,25 +55,26 @@ pub fn top_k_indices(values: &[f32], k: usize) -> Vec<u32> {
 }
 
 /// Run the model over `encoded` in length-sorted batches, handing each batch's input row
-/// indices and logits to `each`.
+/// indices and logits to `each`. Running out of device memory names `batch_size`.
 fn for_each_batch(
     model: &BertClassifier,
     encoded: &[Vec<u32>],
     pad_id: u32,
-    device: &Device,
     batch_size: usize,
     progress: &dyn Progress,
     mut each: impl FnMut(&[usize], &Tensor) -> Result<()>,
 ) -> Result<()> {
     let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
-    for batch in length_batches(&lengths, batch_size) {
-        let rows: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].as_slice()).collect();
-        let (ids, mask) = collate(&rows, pad_id, device).ctx("preparing a batch")?;
-        let logits = model
-            .forward(&ids, &mask, &mut Mode::Eval)
-            .ctx("running the model")?;
-        each(&batch, &logits)?;
-        progress.advance(batch.len());
+    for rows in length_batches(&lengths, batch_size) {
+        let batch = TokenBatch::select(encoded, &rows, pad_id);
+        let logits = with_batch_size(
+            model
+                .forward(&batch, &mut Mode::Eval)
+                .ctx("running the model"),
+            batch_size,
+        )?;
+        each(&rows, &logits)?;
+        progress.advance(rows.len());
     }
     Ok(())
 }
@@ -109,7 +84,6 @@ pub fn predict_probs(
     model: &BertClassifier,
     encoded: &[Vec<u32>],
     pad_id: u32,
-    device: &Device,
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<f32>> {
@@ -119,7 +93,6 @@ pub fn predict_probs(
         model,
         encoded,
         pad_id,
-        device,
         batch_size,
         progress,
         |batch, logits| {
@@ -141,7 +114,6 @@ pub fn predict_top_k(
     model: &BertClassifier,
     encoded: &[Vec<u32>],
     pad_id: u32,
-    device: &Device,
     batch_size: usize,
     k: usize,
     progress: &dyn Progress,
@@ -156,7 +128,6 @@ pub fn predict_top_k(
         model,
         encoded,
         pad_id,
-        device,
         batch_size,
         progress,
         |batch, logits| {
@@ -170,6 +141,17 @@ pub fn predict_top_k(
         },
     )?;
     Ok(out)
+}
+
+/// The `k` best classes of every text of one batch with their probabilities, in batch order:
+/// the call a dynamic batcher makes with the batch it assembled.
+pub fn batch_top_k(model: &BertClassifier, batch: &TokenBatch, k: usize) -> Result<TopK> {
+    let k = k.min(model.num_labels());
+    let logits = model
+        .forward(batch, &mut Mode::Eval)
+        .ctx("running the model")?;
+    let (classes, probs) = crate::kernels::softmax_top_k(&logits, k).ctx("softmax and top-k")?;
+    Ok(TopK { k, classes, probs })
 }
 
 /// Top-k of row-major probabilities with `classes` columns.
@@ -203,28 +185,5 @@ mod tests {
         let t = top_k(&[0.5, 0.5, 0.0, 0.2, 0.2, 0.6], 3, 2);
         assert_eq!(t.classes, vec![0, 1, 2, 0]);
         assert_eq!(t.row(1).collect::<Vec<_>>(), vec![(2, 0.6), (0, 0.2)]);
-    }
-
-    #[test]
-    fn batches_group_by_length_and_cover_every_row_once() {
-        let lengths = [5, 2, 9, 2, 7, 3, 5];
-        let batches = length_batches(&lengths, 3);
-        assert_eq!(batches, vec![vec![1, 3, 5], vec![0, 6, 4], vec![2]]);
-        let mut seen: Vec<usize> = batches.concat();
-        seen.sort();
-        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn collate_pads_and_masks() {
-        let (ids, mask) = collate(&[&[1, 2, 3], &[4]], 0, &Device::Cpu).unwrap();
-        assert_eq!(
-            ids.to_vec2::<u32>().unwrap(),
-            vec![vec![1, 2, 3], vec![4, 0, 0]]
-        );
-        assert_eq!(
-            mask.to_vec2::<u8>().unwrap(),
-            vec![vec![1, 1, 1], vec![1, 0, 0]]
-        );
     }
 }

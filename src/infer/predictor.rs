@@ -1,0 +1,197 @@
+//! [`Predictor`]: model, tokenizer, labels, device, precision and limits in one shareable
+//! object.
+
+use crate::checkpoint::meta::RunMeta;
+use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
+use crate::data::batch::TokenBatch;
+use crate::device::{DeviceChoice, Precision};
+use crate::error::{with_batch_size, Error, Result};
+use crate::model::batched::{batch_top_k, predict_top_k, Progress, Quiet, TopK};
+use crate::model::BertClassifier;
+use crate::tokenize::TextEncoder;
+
+/// How a [`Predictor`] runs.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// Truncate texts to this many tokens (never more than the model's positions).
+    pub max_len: usize,
+    /// Rows per forward pass.
+    pub batch_size: usize,
+    /// Compute precision; `None` picks bf16 on a GPU of compute capability ≥ 8.0, else fp32.
+    pub precision: Option<Precision>,
+    /// How to reach the Hugging Face Hub for Hub ids; `None` reads the environment.
+    pub hub: Option<HubSettings>,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        Self {
+            max_len: 128,
+            batch_size: 64,
+            precision: None,
+            hub: None,
+        }
+    }
+}
+
+/// A fine-tuned classifier ready to predict: `Send + Sync`, so one instance behind an `Arc`
+/// serves many threads or tasks.
+pub struct Predictor {
+    model: BertClassifier,
+    encoder: TextEncoder,
+    labels: Vec<String>,
+    device_description: String,
+    precision: Precision,
+    batch_size: usize,
+    origin: String,
+    meta: Option<RunMeta>,
+    notices: Vec<String>,
+}
+
+impl Predictor {
+    /// Load the classifier `model` (a folder or a Hub id) onto `device`.
+    pub fn load(model: &ModelRef, device: DeviceChoice, options: PredictOptions) -> Result<Self> {
+        let hub = options.hub.clone().unwrap_or_else(HubSettings::from_env);
+        let folder = model.resolve(&hub)?;
+        let checkpoint = Checkpoint::open(&folder.dir)?;
+        Self::from_checkpoint(checkpoint, &folder.origin, device, options)
+    }
+
+    /// Load an opened checkpoint (`origin` names it in logs). Opening is cheap (config and
+    /// metadata), so a front end can read `catbert.json` and check its input first.
+    pub fn from_checkpoint(
+        checkpoint: Checkpoint,
+        origin: &str,
+        device: DeviceChoice,
+        options: PredictOptions,
+    ) -> Result<Self> {
+        if options.batch_size == 0 {
+            return Err(Error::Usage("`batch_size` must be at least 1".into()));
+        }
+        let selected = crate::device::select(device)?;
+        let precision = Precision::resolve(options.precision, &selected.device)?;
+        let loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
+        let encoder = checkpoint.text_encoder(options.max_len)?;
+        let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
+        if !loaded.report.unexpected.is_empty() {
+            notices.push(format!(
+                "{} tensors in the checkpoint are not used by the classifier: {}",
+                loaded.report.unexpected.len(),
+                loaded.report.unexpected.join(", ")
+            ));
+        }
+        Ok(Self {
+            model: loaded.model,
+            encoder,
+            labels: loaded.labels,
+            device_description: selected.describe(),
+            precision,
+            batch_size: options.batch_size,
+            origin: origin.to_string(),
+            meta: checkpoint.meta,
+            notices,
+        })
+    }
+
+    /// Class names in index order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The text column recorded when the model was fine-tuned, if any.
+    pub fn text_column(&self) -> Option<&str> {
+        self.meta.as_ref()?.text_column()
+    }
+
+    /// `catbert.json` of the checkpoint, when catbert wrote it.
+    pub fn meta(&self) -> Option<&RunMeta> {
+        self.meta.as_ref()
+    }
+
+    /// Where the model came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The device, in words (`cpu (2 threads)`, `cuda (NVIDIA H200, compute 9.0)`).
+    pub fn device_description(&self) -> &str {
+        &self.device_description
+    }
+
+    /// The compute precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The token limit per text.
+    pub fn max_len(&self) -> usize {
+        self.encoder.max_len()
+    }
+
+    /// Things the user should know that did not stop loading (a GPU fallback, unused tensors).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    /// Token ids of `texts`, truncated to [`Predictor::max_len`].
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        self.encoder.encode_all(texts)
+    }
+
+    /// The `k` best `(label, probability)` pairs of every text, best first, in input order
+    /// (`k` is clamped to the number of classes).
+    pub fn predict<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        k: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let top = self.predict_encoded(&self.encode(texts)?, k, &Quiet)?;
+        Ok((0..top.rows())
+            .map(|r| {
+                top.row(r)
+                    .map(|(c, p)| (self.labels[c as usize].clone(), p))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Top-k of already tokenised rows, in length-sorted batches of the configured size,
+    /// reporting each batch to `progress`.
+    pub fn predict_encoded(
+        &self,
+        encoded: &[Vec<u32>],
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<TopK> {
+        predict_top_k(
+            &self.model,
+            encoded,
+            self.encoder.pad_id(),
+            self.batch_size,
+            k,
+            progress,
+        )
+    }
+
+    /// Top-k of one batch as it is (no re-batching), rows in batch order.
+    pub fn predict_batch(&self, batch: &TokenBatch, k: usize) -> Result<TopK> {
+        with_batch_size(batch_top_k(&self.model, batch, k), batch.rows())
+    }
+
+    /// The batch of `encoded` rows, padded with this model's pad token where padding is needed.
+    pub fn batch(&self, encoded: &[Vec<u32>]) -> TokenBatch {
+        let rows: Vec<&[u32]> = encoded.iter().map(Vec::as_slice).collect();
+        TokenBatch::new(&rows, self.encoder.pad_id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictor_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Predictor>();
+    }
+}
