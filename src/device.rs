@@ -4,10 +4,11 @@ use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
 
-/// `--device` as the user wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where to run, as the user wrote it (`--device`); `Default` is `Auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     /// CUDA when a GPU is usable, else CPU.
+    #[default]
     Auto,
     /// The CPU.
     Cpu,

@@ -31,25 +31,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// `n` rows of three easily separable classes, deterministic.
-fn synthetic(dir: &Path, name: &str, n: usize) -> PathBuf {
-    let words = [
-        ("dairy", ["milk", "cheese", "yogurt", "butter", "cream"]),
-        ("home", ["soap", "towels", "shampoo", "detergent", "sponge"]),
-        ("drinks", ["cola", "juice", "water", "tea", "coffee"]),
-    ];
-    let mut text = String::from("text,label\n");
-    for i in 0..n {
-        let (label, vocab) = words[i % 3];
-        let len = 1 + (i * 7) % 4;
-        let t: Vec<&str> = (0..len).map(|j| vocab[(i * 3 + j * 5) % 5]).collect();
-        text.push_str(&format!("{},{label}\n", t.join(" ")));
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn finetune_args<'a>(train: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
     vec![
         "finetune",

@@ -36,12 +36,7 @@ fn tiny_f64() -> (BertClassifier, catbert::model::ModelParams, TokenBatch) {
 }
 
 /// Loss with dropout on, using a copy of `rng` so every call draws the same masks.
-fn loss_with(
-    model: &BertClassifier,
-    batch: &TokenBatch,
-    rng: &Rng,
-    weights: &[f32],
-) -> Tensor {
+fn loss_with(model: &BertClassifier, batch: &TokenBatch, rng: &Rng, weights: &[f32]) -> Tensor {
     let mut rng = rng.clone();
     let logits = model
         .forward(batch, &mut Mode::Train { rng: &mut rng })

@@ -287,7 +287,12 @@ mod tests {
         assert_eq!(meta.schema_version, 1);
         std::fs::write(&path, r#"{"schema_version": 99}"#).unwrap();
         let err = RunMeta::read(&path).unwrap_err().to_string();
-        assert!(err.ends_with("schema version 99 is newer than this catbert reads (1); upgrade catbert"), "{err}");
+        assert!(
+            err.ends_with(
+                "schema version 99 is newer than this catbert reads (1); upgrade catbert"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

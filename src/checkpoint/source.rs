@@ -103,8 +103,7 @@ impl ModelRef {
             }),
             ModelRef::Folder(dir) => Err(Error::FileNotFound { path: dir.clone() }),
             ModelRef::Hub { id, revision } => {
-                let repo =
-                    Repo::with_revision(id.clone(), RepoType::Model, revision.clone());
+                let repo = Repo::with_revision(id.clone(), RepoType::Model, revision.clone());
                 let dir = if hub.offline {
                     from_cache(id, revision, &repo, hub)?
                 } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::finetune_view::{print_prepared, print_outcome, Progress};
+use super::finetune_view::{print_outcome, print_prepared, Progress};
 use super::progress::Ui;
 use super::RunArgs;
 use crate::data::Table;
@@ -111,7 +111,10 @@ fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::FileNotFound { path: path.clone() },
-                _ => Error::Io { path: path.clone(), source: e },
+                _ => Error::Io {
+                    path: path.clone(),
+                    source: e,
+                },
             })?;
             toml::from_str(&text).map_err(|e| Error::BadConfig {
                 path: path.clone(),
@@ -121,9 +124,29 @@ fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
     };
     let f = &args.settings;
     Ok(merge!(
-        f, file, train, eval, text_col, label_col, eval_label_col, model, epochs, metric,
-        batch_size, lr, warmup_ratio, weight_decay, max_grad_norm, max_len, class_weights,
-        val_split, seed, out, eval_batch_size, bucket_window, patience
+        f,
+        file,
+        train,
+        eval,
+        text_col,
+        label_col,
+        eval_label_col,
+        model,
+        epochs,
+        metric,
+        batch_size,
+        lr,
+        warmup_ratio,
+        weight_decay,
+        max_grad_norm,
+        max_len,
+        class_weights,
+        val_split,
+        seed,
+        out,
+        eval_batch_size,
+        bucket_window,
+        patience
     ))
 }
 
@@ -164,9 +187,20 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
     let job = Finetune::new(to_config(&s, &args.run))?;
     let out = s.out.clone().unwrap_or_else(|| default_out(&train_path));
     let train = Table::read(&train_path, None)?;
-    let eval = s.eval.as_deref().map(|p| Table::read(p, None)).transpose()?;
+    let eval = s
+        .eval
+        .as_deref()
+        .map(|p| Table::read(p, None))
+        .transpose()?;
     let prepared = job.prepare(&train, eval.as_ref(), &out, args.resume)?;
-    print_prepared(ui, &prepared.summary, job.config(), &train_path, s.eval.as_deref(), &out);
+    print_prepared(
+        ui,
+        &prepared.summary,
+        job.config(),
+        &train_path,
+        s.eval.as_deref(),
+        &out,
+    );
     let started = std::time::Instant::now();
     let classes = prepared.summary.classes.clone();
     let mut progress = Progress::new(ui, job.config().hyper.epochs, &classes);
@@ -208,8 +242,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, "train = \"a.csv\"\nepochs = 5\nlr = 1e-4\nmetric = \"accuracy\"\nclass_weights = \"none\"\n").unwrap();
-        let s = load_settings(&parse(&["--config", cfg.to_str().unwrap(), "--epochs", "3"]))
-            .unwrap();
+        let s = load_settings(&parse(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ]))
+        .unwrap();
         assert_eq!(s.epochs, Some(3));
         assert_eq!(s.lr, Some(1e-4));
         assert_eq!(s.metric, Some(Metric::Accuracy));

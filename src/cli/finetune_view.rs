@@ -52,7 +52,10 @@ pub fn print_prepared(
     if let Some(done) = p.resumed_after {
         ui.info(&format!("resuming after epoch {done} of {}", h.epochs));
     } else if !p.fresh_tensors.is_empty() {
-        ui.info(&format!("initialised fresh: {}", p.fresh_tensors.join(", ")));
+        ui.info(&format!(
+            "initialised fresh: {}",
+            p.fresh_tensors.join(", ")
+        ));
     }
     ui.info(&format!(
         "base {} on {}, {}; {} epochs, batch {}, lr {}, metric {}; output {}",
@@ -162,7 +165,11 @@ impl Callback for Progress<'_> {
             r.train_loss,
             r.train_samples_per_s,
             r.train_seconds,
-            if end.is_best { " — best so far, saved" } else { "" }
+            if end.is_best {
+                " — best so far, saved"
+            } else {
+                ""
+            }
         ));
         for (name, e) in [("hold-out", &r.holdout), ("eval", &r.eval)] {
             if let Some(e) = e {

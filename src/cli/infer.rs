@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
 use crate::data::{write_table, Format, Table};
 use crate::error::Error;
 use crate::infer::output::{default_output, long_frame, wide_frame};
-use crate::infer::scoring::score_labelled_rows;
+use crate::infer::scoring::{score_labelled_rows, Scored};
 use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::format_table;
 
@@ -72,7 +72,10 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     if args.top_k == 0 {
         return Err(Error::Usage("`top_k` must be at least 1".into()).into());
     }
-    let out = args.out.clone().unwrap_or_else(|| default_output(&args.file));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_output(&args.file));
     Format::of(&out, None)?; // the output format, before any work
 
     let model = ModelRef::parse(&args.model).resolve(&HubSettings::from_env())?;
@@ -90,23 +93,9 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         precision: args.run.precision,
         hub: None,
     };
-    let predictor = Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;
-    predictor.notices().iter().for_each(|n| ui.notice(n));
-    let classes = predictor.labels().len();
-    if args.top_k > classes {
-        ui.notice(&format!(
-            "--top-k {} is more than the model's {classes} classes; writing the top {classes}",
-            args.top_k
-        ));
-    }
-    ui.info(&format!(
-        "model {} ({classes} classes) on {}, {}; {} rows from {}",
-        predictor.origin(),
-        predictor.device_description(),
-        predictor.precision().name(),
-        texts.len(),
-        args.file.display()
-    ));
+    let predictor =
+        Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;
+    show_model(ui, &predictor, &args, texts.len());
 
     let start = Instant::now();
     let bar = ui.bar(texts.len() as u64, "infer");
@@ -123,16 +112,8 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     .context("building the output table")?;
     write_table(&mut frame, &out, None)?;
     if let Some(col) = &args.label_col {
-        match score_labelled_rows(&table, &texts, &text_col, col, &top, labels, &out)? {
-            None => ui.notice(&format!("no row has a label in column {col:?}; nothing to score")),
-            Some(s) => {
-                if s.unknown > 0 {
-                    ui.notice(&format!("{} labelled rows carry a class the model does not know; they are kept as feedback but not scored", s.unknown));
-                }
-                ui.info(&format!("{} labelled rows:\n{}", s.labelled, format_table(&s.evaluation, labels)));
-                ui.info(&format!("metrics in {}; {} feedback rows in {}", s.metrics_path.display(), s.labelled, s.feedback_path.display()));
-            }
-        }
+        let scored = score_labelled_rows(&table, &texts, &text_col, col, &top, labels, &out)?;
+        show_scores(ui, col, scored.as_ref(), labels);
     }
     ui.info(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
@@ -141,4 +122,47 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         out.display()
     ));
     Ok(())
+}
+
+/// Notices about the loaded model and the line saying what runs where.
+fn show_model(ui: &Ui, predictor: &Predictor, args: &InferArgs, rows: usize) {
+    predictor.notices().iter().for_each(|n| ui.notice(n));
+    let classes = predictor.labels().len();
+    if args.top_k > classes {
+        ui.notice(&format!(
+            "--top-k {} is more than the model's {classes} classes; writing the top {classes}",
+            args.top_k
+        ));
+    }
+    ui.info(&format!(
+        "model {} ({classes} classes) on {}, {}; {rows} rows from {}",
+        predictor.origin(),
+        predictor.device_description(),
+        predictor.precision().name(),
+        args.file.display()
+    ));
+}
+
+/// What scoring the labelled rows found.
+fn show_scores(ui: &Ui, col: &str, scored: Option<&Scored>, labels: &[String]) {
+    let Some(s) = scored else {
+        ui.notice(&format!(
+            "no row has a label in column {col:?}; nothing to score"
+        ));
+        return;
+    };
+    if s.unknown > 0 {
+        ui.notice(&format!("{} labelled rows carry a class the model does not know; they are kept as feedback but not scored", s.unknown));
+    }
+    ui.info(&format!(
+        "{} labelled rows:\n{}",
+        s.labelled,
+        format_table(&s.evaluation, labels)
+    ));
+    ui.info(&format!(
+        "metrics in {}; {} feedback rows in {}",
+        s.metrics_path.display(),
+        s.labelled,
+        s.feedback_path.display()
+    ));
 }

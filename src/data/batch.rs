@@ -52,7 +52,11 @@ impl TokenBatch {
 
     /// The longest text's length (the padded width).
     pub fn max_len(&self) -> usize {
-        self.starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+        self.starts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
     }
 
     /// Token ids, texts back to back.

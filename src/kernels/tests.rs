@@ -39,12 +39,9 @@ fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
     let weights = [1.5f32, 0.5, 1.0, 2.0, 3.0];
     let fused = weighted_cross_entropy(x.as_tensor(), &labels, &weights).unwrap();
     let labels_usize: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let composed = crate::train::loss::weighted_cross_entropy_composed(
-        x.as_tensor(),
-        &labels_usize,
-        &weights,
-    )
-    .unwrap();
+    let composed =
+        crate::train::loss::weighted_cross_entropy_composed(x.as_tensor(), &labels_usize, &weights)
+            .unwrap();
     assert!(max_diff(&fused, &composed) < 1e-6);
     let g1 = fused
         .backward()
@@ -181,11 +178,10 @@ fn varlen_attention_matches_per_sequence_matmuls_with_dropout_forward_and_backwa
                 .unwrap()
         };
         let (qs, ks, vs) = (split(&q), split(&k), split(&v));
-        let scores =
-            (qs.matmul(&ks.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
+        let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * (1.0 / (d as f64).sqrt())).unwrap();
         let n = heads * len * len;
-        let m = Tensor::from_vec(keep[at..at + n].to_vec(), (heads, len, len), &Device::Cpu)
-            .unwrap();
+        let m =
+            Tensor::from_vec(keep[at..at + n].to_vec(), (heads, len, len), &Device::Cpu).unwrap();
         at += n;
         let probs = (candle_nn::ops::softmax(&scores, D::Minus1).unwrap() * m).unwrap();
         parts.push(

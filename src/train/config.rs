@@ -61,9 +61,7 @@ impl FinetuneConfig {
         let h = &self.hyper;
         let usage = |m: String| Err(Error::Usage(m));
         if h.epochs == 0 || h.batch_size == 0 || h.eval_batch_size == 0 {
-            return usage(
-                "`epochs`, `batch_size` and `eval_batch_size` must be at least 1".into(),
-            );
+            return usage("`epochs`, `batch_size` and `eval_batch_size` must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.val_split) {
             return usage(format!("`val_split` {} must be in [0, 1)", self.val_split));
@@ -82,7 +80,10 @@ mod tests {
     #[test]
     fn defaults_are_the_reference_settings_and_pass_validation() {
         let c = FinetuneConfig::default();
-        assert_eq!((c.hyper.epochs, c.hyper.batch_size, c.max_len), (2, 32, 128));
+        assert_eq!(
+            (c.hyper.epochs, c.hyper.batch_size, c.max_len),
+            (2, 32, 128)
+        );
         assert_eq!(c.hyper.lr, 5e-5);
         c.validate().unwrap();
         let bad = FinetuneConfig {

@@ -100,8 +100,11 @@ impl Finetune {
         let label_col = pick_label_column(train, &c.text_col, c.label_col.as_deref())?;
         let raw = train.labels(&label_col)?;
         let labelled: Vec<usize> = (0..texts.len()).filter(|&i| raw[i].is_some()).collect();
-        let label_map =
-            LabelMap::from_labels(labelled.iter().map(|&i| raw[i].as_deref().expect("labelled")));
+        let label_map = LabelMap::from_labels(
+            labelled
+                .iter()
+                .map(|&i| raw[i].as_deref().expect("labelled")),
+        );
         if label_map.len() < 2 {
             return Err(Error::BadData {
                 path: train.path.clone(),
@@ -113,7 +116,11 @@ impl Finetune {
         }
         let y: Vec<usize> = labelled
             .iter()
-            .map(|&i| label_map.index(raw[i].as_deref().expect("labelled")).expect("known"))
+            .map(|&i| {
+                label_map
+                    .index(raw[i].as_deref().expect("labelled"))
+                    .expect("known")
+            })
             .collect();
         let split = if c.val_split > 0.0 {
             stratified_split(&y, label_map.len(), c.val_split, c.hyper.seed).map_err(|(class, rows)| Error::BadData {
@@ -124,9 +131,15 @@ impl Finetune {
                 ),
             })?
         } else {
-            Split { train: (0..y.len()).collect(), holdout: Vec::new() }
+            Split {
+                train: (0..y.len()).collect(),
+                holdout: Vec::new(),
+            }
         };
-        let eval_label_col = c.eval_label_col.clone().unwrap_or_else(|| label_col.clone());
+        let eval_label_col = c
+            .eval_label_col
+            .clone()
+            .unwrap_or_else(|| label_col.clone());
         let eval_rows = eval
             .map(|t| eval_rows(t, &c.text_col, &eval_label_col, &label_map))
             .transpose()?;
@@ -146,7 +159,10 @@ impl Finetune {
         let holdout = (!split.holdout.is_empty()).then(|| pick(&split.holdout));
         let eval_ex = match &eval_rows {
             None => None,
-            Some((texts, labels, _)) => Some(Examples { ids: encoder.encode_all(texts)?, labels: labels.clone() }),
+            Some((texts, labels, _)) => Some(Examples {
+                ids: encoder.encode_all(texts)?,
+                labels: labels.clone(),
+            }),
         };
         let tokenize_seconds = started.elapsed().as_secs_f64();
         let class_weights = match c.class_weights {
@@ -176,7 +192,14 @@ impl Finetune {
             None => (None, None),
         };
         let precision = Precision::resolve(c.precision, &selected.device)?;
-        let loaded = base.load_for_training(&selected.device, DType::F32, precision.dtype(), &label_map.names, c.hyper.seed, init)?;
+        let loaded = base.load_for_training(
+            &selected.device,
+            DType::F32,
+            precision.dtype(),
+            &label_map.names,
+            c.hyper.seed,
+            init,
+        )?;
         let meta = RunMeta {
             schema_version: SCHEMA_VERSION,
             catbert_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -189,7 +212,12 @@ impl Finetune {
             class_weight_mode: c.class_weights,
             train_file: Some(train.path.clone()).filter(|p| p.as_os_str() != ""),
             eval_file: eval.map(|t| t.path.clone()),
-            args: RecordedArgs { hyper: c.hyper.clone(), max_len: c.max_len, val_split: c.val_split, patience: c.patience },
+            args: RecordedArgs {
+                hyper: c.hyper.clone(),
+                max_len: c.max_len,
+                val_split: c.val_split,
+                patience: c.patience,
+            },
             device: selected.describe(),
             precision: precision.name().to_string(),
             metric: c.hyper.metric,
@@ -202,28 +230,57 @@ impl Finetune {
             skipped_unlabelled: train.rows() - labelled.len(),
             train_rows: train_ex.len(),
             holdout_rows: holdout.as_ref().map_or(0, Examples::len),
-            eval_rows: eval_rows.as_ref().map(|(t, _, skipped)| (t.len(), *skipped)),
+            eval_rows: eval_rows
+                .as_ref()
+                .map(|(t, _, skipped)| (t.len(), *skipped)),
             tokenize_seconds,
             class_weights: class_weights.clone(),
             base_model: folder.origin,
             device: selected.describe(),
             precision,
-            fresh_tensors: if resume.is_none() { loaded.report.missing.clone() } else { Vec::new() },
+            fresh_tensors: if resume.is_none() {
+                loaded.report.missing.clone()
+            } else {
+                Vec::new()
+            },
             resumed_after: resume.as_ref().map(|(s, _): &Resume| s.epochs_done),
             notices,
         };
-        let data = TrainData { train: train_ex, holdout, eval: eval_ex, class_weights, pad_id: encoder.pad_id() };
-        Ok(Prepared { summary, data, loaded, writer, meta, resume })
+        let data = TrainData {
+            train: train_ex,
+            holdout,
+            eval: eval_ex,
+            class_weights,
+            pad_id: encoder.pad_id(),
+        };
+        Ok(Prepared {
+            summary,
+            data,
+            loaded,
+            writer,
+            meta,
+            resume,
+        })
     }
 
     /// Train, evaluate every epoch and keep the best one. Besides `callbacks` (called after
     /// them), the run writes the best checkpoint ([`BestCheckpoint`]) and `metrics.json`
     /// ([`MetricsFile`]) and, with `patience`, stops early ([`EarlyStopping`]).
     pub fn fit(&self, prepared: Prepared, callbacks: &mut [&mut dyn Callback]) -> Result<Outcome> {
-        let Prepared { data, loaded, writer, meta, resume, .. } = prepared;
+        let Prepared {
+            data,
+            loaded,
+            writer,
+            meta,
+            resume,
+            ..
+        } = prepared;
         let mut best = BestCheckpoint;
         let mut metrics = MetricsFile;
-        let mut early = self.config.patience.map(|patience| EarlyStopping { patience });
+        let mut early = self
+            .config
+            .patience
+            .map(|patience| EarlyStopping { patience });
         let mut all: Vec<&mut dyn Callback> = vec![&mut best, &mut metrics];
         if let Some(e) = early.as_mut() {
             all.push(e);
@@ -253,7 +310,11 @@ fn pick_label_column(table: &Table, text_col: &str, asked: Option<&str>) -> Resu
     if table.has_column("label") {
         return Ok("label".into());
     }
-    let others: Vec<String> = table.column_names().into_iter().filter(|c| c != text_col).collect();
+    let others: Vec<String> = table
+        .column_names()
+        .into_iter()
+        .filter(|c| c != text_col)
+        .collect();
     match others.as_slice() {
         [only] => Ok(only.clone()),
         _ => Err(Error::Usage(format!(
@@ -267,7 +328,12 @@ fn pick_label_column(table: &Table, text_col: &str, asked: Option<&str>) -> Resu
 
 /// Labelled evaluation rows (texts, class indices) and the number of unlabelled rows skipped;
 /// a label not seen in training is an error naming it and its row.
-fn eval_rows(table: &Table, text_col: &str, label_col: &str, labels: &LabelMap) -> Result<(Vec<String>, Vec<usize>, usize)> {
+fn eval_rows(
+    table: &Table,
+    text_col: &str,
+    label_col: &str,
+    labels: &LabelMap,
+) -> Result<(Vec<String>, Vec<usize>, usize)> {
     let texts = table.texts(text_col)?;
     let raw = table.labels(label_col)?;
     let (mut keep_texts, mut keep_labels) = (Vec::new(), Vec::new());
@@ -277,7 +343,10 @@ fn eval_rows(table: &Table, text_col: &str, label_col: &str, labels: &LabelMap) 
             return Err(table.bad_value(
                 i,
                 label_col,
-                &format!("label {label:?} does not occur in the training data (classes: {})", labels.names.join(", ")),
+                &format!(
+                    "label {label:?} does not occur in the training data (classes: {})",
+                    labels.names.join(", ")
+                ),
             ));
         };
         keep_texts.push(text);
@@ -289,6 +358,9 @@ fn eval_rows(table: &Table, text_col: &str, label_col: &str, labels: &LabelMap) 
 
 /// The default output folder: `checkpoints/<train file stem>`.
 pub fn default_out(train: &Path) -> PathBuf {
-    let stem = train.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = train
+        .file_stem()
+        .map(|x| x.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     PathBuf::from("checkpoints").join(stem)
 }

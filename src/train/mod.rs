@@ -250,7 +250,12 @@ pub(crate) fn run_loop(
             for cb in callbacks.iter_mut() {
                 cb.on_evaluating(what);
             }
-            Ok(Some(evaluate_examples(model, ex, data, hyper.eval_batch_size)?))
+            Ok(Some(evaluate_examples(
+                model,
+                ex,
+                data,
+                hyper.eval_batch_size,
+            )?))
         };
         let holdout = evaluate_on("hold-out", &data.holdout)?;
         let eval = evaluate_on("eval", &data.eval)?;
