@@ -7,14 +7,11 @@ use std::path::Path;
 use catbert::checkpoint::ModelRef;
 use catbert::data::Table;
 use catbert::infer::{PredictOptions, Predictor};
-use catbert::train::{Finetune, FinetuneConfig};
+use catbert::train::{Finetune, FinetuneConfig, OutputMode};
 
 fn main() -> anyhow::Result<()> {
     catbert::runtime::init(None); // all cores
     let out = Path::new("checkpoints/quickstart");
-    if out.exists() {
-        std::fs::remove_dir_all(out)?; // a new run never overwrites an old one by itself
-    }
 
     // Settings: defaults are the PyTorch reference's; change what differs.
     let config = FinetuneConfig {
@@ -27,7 +24,8 @@ fn main() -> anyhow::Result<()> {
 
     // Prepare (labels, hold-out split, class weights, tokens, model), then fit.
     let train = Table::read(Path::new("datasets/products-sample/train.csv"), None)?;
-    let prepared = job.prepare(&train, None, out, false)?;
+    // Overwrite: replace an earlier quickstart run there (New would refuse it).
+    let prepared = job.prepare(&train, None, out, OutputMode::Overwrite)?;
     println!("classes: {}", prepared.summary.classes.join(", "));
     let outcome = job.fit(prepared, &mut [])?;
     let best = outcome.meta.best_record().expect("an epoch ran");

@@ -31,6 +31,8 @@ pub const SETTING_KEYS: &[&str] = &[
     "eval_batch_size",
     "bucket_window",
     "patience",
+    "keep_state",
+    "overwrite",
     "resume",
     "format",
     "top_k",

@@ -132,7 +132,13 @@ fn jsonl_in_parquet_out_and_long_form() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stderr(&o), "", "--quiet prints nothing on success");
+    // --quiet: no progress and no informational lines, only the one result line.
+    let lines: Vec<String> = stderr(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("3 rows in ") && lines[0].ends_with(&format!("-> {}", wide.display())),
+        "{lines:?}"
+    );
     let t = Table::read(&wide, None).unwrap();
     assert_eq!(
         t.column_names(),

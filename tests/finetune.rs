@@ -63,6 +63,7 @@ fn checkpoint_loads_in_transformers_and_catbert_alike_and_round_trips_bit_for_bi
     assert!(o.status.success(), "{}", stderr(&o));
     let last = stderr(&o).lines().last().unwrap().to_string();
     assert!(last.starts_with("best epoch "), "{last}");
+    assert!(stderr(&o).contains("run state (run/) deleted: the run is finished"));
 
     let config = read_json(&out.join("config.json"));
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
@@ -79,15 +80,13 @@ fn checkpoint_loads_in_transformers_and_catbert_alike_and_round_trips_bit_for_bi
     let holdout = &metrics[1]["holdout"];
     assert_eq!(holdout["n"], 15);
     assert_eq!(holdout["confusion"].as_array().unwrap().len(), 3);
-    for f in [
-        "tokenizer.json",
-        "vocab.txt",
-        "model.safetensors",
-        "run/state.json",
-        "run/state.safetensors",
-    ] {
+    for f in ["tokenizer.json", "vocab.txt", "model.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    assert!(
+        !out.join("run").exists(),
+        "a finished run's state is deleted"
+    );
 
     // catbert infer and transformers give the same probabilities.
     let pred = dir.path().join("pred.csv");
@@ -336,4 +335,125 @@ fn bad_training_input() {
     let mut args = base(&train);
     args.extend(["--lr".into(), "1e30".into()]);
     assert_error(&go(args), 1, "error: training diverged: the loss is NaN at epoch 1, step 2; no checkpoint was written; try a lower --lr");
+}
+
+#[test]
+fn kept_state_survives_and_a_kill_between_the_state_files_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 300);
+    let whole = dir.path().join("whole");
+    let mut args = finetune_args(&train, &whole, "2");
+    args.push("--keep-state");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = read_json(&whole.join("run/state.json"));
+    assert_eq!(state["weights_file"], "state-0002.safetensors");
+    let files = std::fs::read_dir(whole.join("run")).unwrap().count();
+    assert_eq!(files, 2, "state.json and the one weights file it names");
+
+    // Abort after epoch 2's weights file is written, before state.json names it.
+    let cut = dir.path().join("cut");
+    let o = catbert(&finetune_args(&train, &cut, "2"))
+        .env("CATBERT_TEST_CRASH", "between-state-files@2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(epochs_done(&cut), 1);
+    let torn = dir.path().join("torn");
+    copy_dir(&cut, &torn);
+    copy_dir(&cut.join("run"), &torn.join("run"));
+
+    let mut args = finetune_args(&train, &cut, "2");
+    args.push("--resume");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming after epoch 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(cut.join("model.safetensors")).unwrap(),
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        "resumed and uninterrupted runs end with different weights"
+    );
+    let strip = |v: serde_json::Value| -> Vec<serde_json::Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::json!([e["epoch"], e["train_loss"], e["holdout"]]))
+            .collect()
+    };
+    assert_eq!(
+        strip(read_json(&cut.join("metrics.json"))),
+        strip(read_json(&whole.join("metrics.json")))
+    );
+
+    // The newer weights under the older state.json's name: refused, not trained twice.
+    let run_dir = torn.join("run");
+    std::fs::copy(
+        run_dir.join("state-0002.safetensors"),
+        run_dir.join("state-0001.safetensors"),
+    )
+    .unwrap();
+    let mut args = finetune_args(&train, &torn, "2");
+    args.push("--resume");
+    assert_error(
+        &run(&args),
+        2,
+        &format!(
+            "error: {}: the run state is torn: state-0001.safetensors does not match the checksum in state.json; the checkpoint in {} is intact, but this run cannot be resumed (start afresh with --overwrite)",
+            run_dir.join("state.json").display(),
+            torn.display()
+        ),
+    );
+}
+
+#[test]
+fn out_is_never_a_folder_catbert_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 60);
+    // The base model's own folder: refused, nothing touched.
+    let base = dir.path().join("base");
+    copy_dir(&oracle().join("tiny"), &base);
+    let before = std::fs::read(base.join("model.safetensors")).unwrap();
+    for flag in [None, Some("--overwrite")] {
+        let mut args = finetune_args(&train, &base, "1");
+        args.extend(flag);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let last = stderr(&o).lines().last().unwrap().to_string();
+        assert!(
+            last.starts_with(&format!(
+                "error: {}: not empty and not a catbert output (it holds config.json, ",
+                base.display()
+            )),
+            "{last}"
+        );
+        assert!(last.ends_with("; choose a new or empty --out"), "{last}");
+    }
+    assert_eq!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        before
+    );
+
+    // A finished run: refused without --overwrite, replaced with it.
+    let out = dir.path().join("out");
+    assert!(run(&finetune_args(&train, &out, "1")).status.success());
+    assert_error(
+        &run(&finetune_args(&train, &out, "1")),
+        2,
+        &format!("error: {} already holds a finished run; pass --overwrite to replace it, or choose another --out", out.display()),
+    );
+    let mut args = finetune_args(&train, &out, "1");
+    args.push("--resume");
+    assert_error(
+        &run(&args),
+        2,
+        &format!("error: {} holds a finished run whose state was not kept; nothing to resume (pass --overwrite to start afresh; --keep-state keeps the state of future runs)", out.display()),
+    );
+    let mut args = finetune_args(&train, &out, "1");
+    args.push("--overwrite");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -11,7 +11,8 @@ use catbert::data::Table;
 use catbert::device::DeviceChoice;
 use catbert::infer::{PredictOptions, Predictor};
 use catbert::train::{
-    Callback, Control, EpochEnd, Finetune, FinetuneConfig, RunEnd, RunStart, Saved, Step,
+    Callback, Control, EpochEnd, Finetune, FinetuneConfig, OutputMode, RunEnd, RunStart, Saved,
+    Step,
 };
 use catbert::ErrorKind;
 use common::*;
@@ -98,11 +99,12 @@ impl Callback for Recorder {
     }
 }
 
-fn job(epochs: usize, patience: Option<usize>, lr: f64) -> Finetune {
+fn job(epochs: usize, patience: Option<usize>, lr: f64, keep_state: bool) -> Finetune {
     let mut config = FinetuneConfig {
         model: oracle().join("tiny").to_str().unwrap().to_string(),
         device: DeviceChoice::Cpu,
         patience,
+        keep_state,
         ..FinetuneConfig::default()
     };
     config.hyper.epochs = epochs;
@@ -116,8 +118,8 @@ fn finetune_job_reports_to_callbacks_and_stops_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let train = Table::read(&synthetic(dir.path(), "train.csv", 96), None).unwrap();
     let out = dir.path().join("out");
-    let job = job(3, None, 1e-3);
-    let prepared = job.prepare(&train, None, &out, false).unwrap();
+    let job = job(3, None, 1e-3, true);
+    let prepared = job.prepare(&train, None, &out, OutputMode::New).unwrap();
     assert_eq!(prepared.summary.classes, ["dairy", "drinks", "home"]);
     assert_eq!(
         (prepared.summary.train_rows, prepared.summary.holdout_rows),
@@ -158,8 +160,8 @@ fn finetune_job_reports_to_callbacks_and_stops_when_asked() {
     assert_eq!((meta.best_epoch, meta.epochs.len()), (Some(1), 1));
     assert_eq!(predictor.predict(&["milk cheese"], 1).unwrap()[0].len(), 1);
 
-    // A run that stopped is over: resuming it trains nothing more.
-    let prepared = job.prepare(&train, None, &out, true).unwrap();
+    // A run that stopped is over: resuming it (its state was kept) trains nothing more.
+    let prepared = job.prepare(&train, None, &out, OutputMode::Resume).unwrap();
     assert_eq!(prepared.summary.resumed_after, Some(1));
     let again = job.fit(prepared, &mut []).unwrap();
     assert_eq!(again.state, outcome.state);
@@ -171,8 +173,8 @@ fn early_stopping_ends_a_run_that_stopped_improving() {
     let train = Table::read(&synthetic(dir.path(), "train.csv", 60), None).unwrap();
     let out = dir.path().join("out");
     // A zero learning rate never improves on the first epoch: patience 1 stops after epoch 2.
-    let job = job(5, Some(1), 0.0);
-    let prepared = job.prepare(&train, None, &out, false).unwrap();
+    let job = job(5, Some(1), 0.0, false);
+    let prepared = job.prepare(&train, None, &out, OutputMode::New).unwrap();
     let outcome = job.fit(prepared, &mut []).unwrap();
     assert_eq!(outcome.state.epochs_done, 2);
     assert_eq!(outcome.state.best_epoch, Some(1));
@@ -185,6 +187,10 @@ fn early_stopping_ends_a_run_that_stopped_improving() {
     assert_eq!(meta["stopped_early"].as_str(), Some(reason.as_str()));
     assert_eq!(meta["epochs"].as_array().unwrap().len(), 2);
     assert!(Path::new(&out.join("metrics.json")).is_file());
+    assert!(
+        outcome.state_removed && !out.join("run").exists(),
+        "finished: state deleted"
+    );
 }
 
 #[test]

@@ -23,6 +23,36 @@ const TOKENIZER_FILES: &[&str] = &[
 ];
 /// Run-state folder inside the output folder.
 pub const RUN_DIR: &str = "run";
+/// The run state's commit file inside [`RUN_DIR`].
+pub const STATE_JSON: &str = "state.json";
+/// Environment variable of a test-only crash point: `between-state-files@N` aborts the process
+/// after epoch N's weights file is written and before `state.json` names it.
+pub const CRASH_HOOK: &str = "CATBERT_TEST_CRASH";
+
+/// `run/state.json`: the run state plus the weights file it belongs to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    state: RunState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights_checksum: Option<String>,
+}
+
+/// A fast 64-bit checksum of `bytes` (FNV-1a over 8-byte words, then the tail), as hex.
+fn checksum(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(0x100_0000_01b3);
+        h ^= h >> 29;
+    }
+    for &b in words.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}-{}", bytes.len())
+}
 
 /// Writes the checkpoints of one training run into `dir`.
 pub struct CheckpointWriter {
@@ -88,7 +118,10 @@ impl CheckpointWriter {
         write_json(&self.dir.join(META_FILE), meta)
     }
 
-    /// Save the resumable state: parameters (`p.NAME`), optimizer tensors, and `state`.
+    /// Save the resumable state: parameters (`p.NAME`) and optimizer tensors in a weights file
+    /// of this epoch's own name, then `run/state.json` naming it with its checksum. The JSON's
+    /// rename is the one commit point: a kill before it leaves the previous state whole (its
+    /// weights file is deleted only after the commit), a kill after it the new one.
     pub fn write_state(
         &self,
         params: &[(String, Tensor)],
@@ -101,8 +134,41 @@ impl CheckpointWriter {
             .collect();
         all.extend(optimizer.iter().cloned());
         let run = self.dir.join(RUN_DIR);
-        write_safetensors(&run.join("state.safetensors"), &all)?;
-        write_json(&run.join("state.json"), state)
+        let name = format!("state-{:04}.safetensors", state.epochs_done);
+        let bytes = safetensors_bytes(&run.join(&name), &all)?;
+        write_bytes_atomic(&run.join(&name), &bytes)?;
+        let crash_at = format!("between-state-files@{}", state.epochs_done);
+        if std::env::var_os(CRASH_HOOK).is_some_and(|v| v.to_string_lossy() == crash_at) {
+            std::process::abort(); // tests: a kill between the two writes
+        }
+        let file = StateFile {
+            state: state.clone(),
+            weights_file: Some(name.clone()),
+            weights_checksum: Some(checksum(&bytes)),
+        };
+        write_json(&run.join(STATE_JSON), &file)?;
+        // Older weights files are garbage once the JSON names the new one.
+        if let Ok(entries) = std::fs::read_dir(&run) {
+            for entry in entries.flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".safetensors") && n != name {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the run state (after a successful run, when it is not to be kept).
+    pub fn remove_state(&self) -> Result<()> {
+        let run = self.dir.join(RUN_DIR);
+        match std::fs::remove_dir_all(&run) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Write {
+                path: run,
+                reason: format!("cannot delete the run state: {e}"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// `metrics.json`: one entry per epoch so far.
@@ -111,17 +177,43 @@ impl CheckpointWriter {
     }
 
     /// The saved run state, if a previous run left one: (parameters, optimizer tensors, state).
+    /// A state whose weights file is missing or does not match the checksum in `state.json`
+    /// is refused.
     pub fn read_state(&self) -> Result<Option<SavedState>> {
         let run = self.dir.join(RUN_DIR);
-        let (json_path, weights_path) = (run.join("state.json"), run.join("state.safetensors"));
-        if !json_path.is_file() || !weights_path.is_file() {
+        let json_path = run.join(STATE_JSON);
+        if !json_path.is_file() {
             return Ok(None);
         }
-        let state: RunState = read_json(&json_path)?;
-        let bytes = std::fs::read(&weights_path).map_err(|source| Error::Io {
-            path: weights_path.clone(),
-            source,
-        })?;
+        let file: StateFile = read_json(&json_path)?;
+        let state = file.state;
+        // Files of catbert before the checksum: one fixed weights file name.
+        let name = file
+            .weights_file
+            .unwrap_or_else(|| "state.safetensors".into());
+        let weights_path = run.join(&name);
+        let torn = |why: &str| {
+            Error::BadConfig {
+            path: json_path.clone(),
+            reason: format!(
+                "the run state is torn: {name} {why}; the checkpoint in {} is intact, but this run cannot be resumed (start afresh with `overwrite`)",
+                self.dir.display()
+            ),
+        }
+        };
+        let bytes = match std::fs::read(&weights_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(torn("is missing")),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: weights_path,
+                    source,
+                })
+            }
+        };
+        if file.weights_checksum.is_some_and(|c| c != checksum(&bytes)) {
+            return Err(torn("does not match the checksum in state.json"));
+        }
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
             Error::CorruptWeights {
                 path: weights_path.clone(),
@@ -181,6 +273,11 @@ fn classifier_config(base: &Value, labels: &[String]) -> Value {
 
 /// Safetensors with transformers' `format: pt` metadata; tensors in name order (deterministic).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_bytes_atomic(path, &safetensors_bytes(path, tensors)?)
+}
+
+/// The bytes [`write_safetensors`] writes (`path` names errors).
+fn safetensors_bytes(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
     let mut sorted: Vec<(&str, Tensor)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t
@@ -195,12 +292,12 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
     }
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(sorted.iter().map(|(n, t)| (*n, t)), Some(metadata))
-        .map_err(|e| Error::Write {
+    safetensors::serialize(sorted.iter().map(|(n, t)| (*n, t)), Some(metadata)).map_err(|e| {
+        Error::Write {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
-    write_bytes_atomic(path, &bytes)
+        }
+    })
 }
 
 fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {

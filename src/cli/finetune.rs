@@ -12,7 +12,7 @@ use super::RunArgs;
 use crate::data::Table;
 use crate::error::Error;
 use crate::metrics::Metric;
-use crate::train::{default_out, ClassWeights, Finetune, FinetuneConfig};
+use crate::train::{default_out, ClassWeights, Finetune, FinetuneConfig, OutputMode};
 
 /// Every setting a TOML config (`--config`) may hold; flags override it.
 #[derive(Debug, Default, Clone, Deserialize, Args)]
@@ -93,8 +93,15 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue the interrupted run saved in --out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace the catbert run in --out (files catbert did not write are never touched).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Keep the run state (run/: weights and AdamW moments) after the run finishes, to continue
+    /// it later with more --epochs; by default it is deleted.
+    #[arg(long)]
+    pub keep_state: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -151,7 +158,7 @@ fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
 }
 
 /// The library config: the settings given, defaults for the rest.
-fn to_config(s: &Settings, run: &RunArgs) -> FinetuneConfig {
+fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
     let d = FinetuneConfig::default();
     let h = d.hyper.clone();
     FinetuneConfig {
@@ -163,6 +170,7 @@ fn to_config(s: &Settings, run: &RunArgs) -> FinetuneConfig {
         val_split: s.val_split.unwrap_or(d.val_split),
         class_weights: s.class_weights.unwrap_or(d.class_weights),
         patience: s.patience,
+        keep_state,
         hyper: crate::train::Hyper {
             epochs: s.epochs.unwrap_or(h.epochs),
             batch_size: s.batch_size.unwrap_or(h.batch_size),
@@ -184,7 +192,7 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
     let s = load_settings(&args)?;
     let train_path = (s.train.clone())
         .ok_or_else(|| Error::Usage("--train is required (or `train = ...` in --config)".into()))?;
-    let job = Finetune::new(to_config(&s, &args.run))?;
+    let job = Finetune::new(to_config(&s, &args.run, args.keep_state))?;
     let out = s.out.clone().unwrap_or_else(|| default_out(&train_path));
     let train = Table::read(&train_path, None)?;
     let eval = s
@@ -192,7 +200,12 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| Table::read(p, None))
         .transpose()?;
-    let prepared = job.prepare(&train, eval.as_ref(), &out, args.resume)?;
+    let mode = match (args.resume, args.overwrite) {
+        (true, _) => OutputMode::Resume,
+        (_, true) => OutputMode::Overwrite,
+        _ => OutputMode::New,
+    };
+    let prepared = job.prepare(&train, eval.as_ref(), &out, mode)?;
     print_prepared(
         ui,
         &prepared.summary,
@@ -233,7 +246,7 @@ mod tests {
             let args = parse(&["--config", path.to_str().unwrap()]);
             let s = load_settings(&args).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             assert!(s.train.is_some() && s.model.is_some(), "{}", path.display());
-            to_config(&s, &args.run).validate().unwrap();
+            to_config(&s, &args.run, false).validate().unwrap();
         }
     }
 

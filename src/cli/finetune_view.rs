@@ -78,6 +78,9 @@ pub fn print_outcome(ui: &Ui, outcome: &Outcome, hyper: &Hyper, out: &Path, took
             outcome.state.epochs_done
         ));
     }
+    if outcome.state_removed {
+        ui.info("run state (run/) deleted: the run is finished (--keep-state keeps it to continue with more --epochs)");
+    }
     let state = &outcome.state;
     let best = state.best_epoch.unwrap_or(0);
     let rec = &state.history[best.saturating_sub(1)];
@@ -89,7 +92,7 @@ pub fn print_outcome(ui: &Ui, outcome: &Outcome, hyper: &Hyper, out: &Path, took
         .map(|r| r.train_samples_per_s * r.train_seconds)
         .sum();
     let seconds: f64 = state.history.iter().map(|r| r.train_seconds).sum();
-    ui.info(&format!(
+    ui.result(&format!(
         "best epoch {best} ({line}); checkpoint in {}; {:.0} s in all, training {:.1} samples/s",
         out.display(),
         took.as_secs_f64(),

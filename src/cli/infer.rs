@@ -115,7 +115,7 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         let scored = score_labelled_rows(&table, &texts, &text_col, col, &top, labels, &out)?;
         show_scores(ui, col, scored.as_ref(), labels);
     }
-    ui.info(&format!(
+    ui.result(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
         texts.len(),
         texts.len() as f64 / seconds.max(1e-9),
@@ -154,7 +154,7 @@ fn show_scores(ui: &Ui, col: &str, scored: Option<&Scored>, labels: &[String]) {
     if s.unknown > 0 {
         ui.notice(&format!("{} labelled rows carry a class the model does not know; they are kept as feedback but not scored", s.unknown));
     }
-    ui.info(&format!(
+    ui.result(&format!(
         "{} labelled rows:\n{}",
         s.labelled,
         format_table(&s.evaluation, labels)

@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
-    /// No progress bars and no informational lines (errors are still printed).
+    /// No progress bars and no informational lines (results, notices and errors are still printed).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 

@@ -19,6 +19,11 @@ impl Ui {
         }
     }
 
+    /// A result line: the answer a command gives, printed even with `--quiet`.
+    pub fn result(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
     /// A notice: something the user should know even when things work.
     pub fn notice(&self, line: &str) {
         eprintln!("notice: {line}");

@@ -29,6 +29,9 @@ pub struct FinetuneConfig {
     pub class_weights: ClassWeights,
     /// Stop when the selection metric has not improved for this many epochs.
     pub patience: Option<usize>,
+    /// Keep the run state (`run/`: weights and AdamW moments, 3× the model) after a finished
+    /// run, to continue it later with more epochs; deleted by default.
+    pub keep_state: bool,
     /// Optimisation settings.
     pub hyper: Hyper,
     /// Where to train.
@@ -48,6 +51,7 @@ impl Default for FinetuneConfig {
             val_split: 0.1,
             class_weights: ClassWeights::Balanced,
             patience: None,
+            keep_state: false,
             hyper: Hyper::default(),
             device: DeviceChoice::Auto,
             precision: None,

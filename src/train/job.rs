@@ -13,6 +13,7 @@ use crate::data::split::{balanced_weights, stratified_split, LabelMap, Split};
 use crate::data::Table;
 use crate::device::Precision;
 use crate::error::{Error, Result};
+use crate::train::output::{check_output, OutputMode};
 use crate::train::ClassWeights;
 
 /// A fine-tune: settings in, a kept checkpoint out.
@@ -82,13 +83,13 @@ impl Finetune {
     /// (sorted distinct labels), the stratified hold-out, class weights, the evaluation rows
     /// (a label unknown to training is an error naming its row), the tokenised rows, the base
     /// model with a fresh head, and the output folder `out`. A run already saved in `out` is
-    /// continued when `resume`, refused otherwise.
+    /// continued, replaced or refused by `mode`; a folder holding anything else is refused.
     pub fn prepare(
         &self,
         train: &Table,
         eval: Option<&Table>,
         out: &Path,
-        resume: bool,
+        mode: OutputMode,
     ) -> Result<Prepared> {
         let c = &self.config;
         if c.val_split == 0.0 && eval.is_none() {
@@ -144,6 +145,7 @@ impl Finetune {
             .map(|t| eval_rows(t, &c.text_col, &eval_label_col, &label_map))
             .transpose()?;
 
+        check_output(out, mode)?;
         let selected = crate::device::select(c.device)?;
         let folder = ModelRef::parse(&c.model).resolve(&HubSettings::from_env())?;
         let base = Checkpoint::open(&folder.dir)?;
@@ -172,20 +174,28 @@ impl Finetune {
 
         let writer = CheckpointWriter::new(out, &base, &label_map.names)?;
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
-        let resume = match (resume, writer.read_state()?) {
-            (true, Some(saved)) => Some((saved.state, saved.params, saved.optimizer)),
-            (true, None) => {
+        let resume = match (mode, writer.read_state()?) {
+            (OutputMode::Resume, Some(saved)) => {
+                Some((saved.state, saved.params, saved.optimizer))
+            }
+            (OutputMode::Resume, None) if finished_run(out) => {
+                return Err(Error::Usage(format!(
+                    "{} holds a finished run whose state was not kept; nothing to resume (pass `overwrite` to start afresh; `keep_state` keeps the state of future runs)",
+                    out.display()
+                )))
+            }
+            (OutputMode::Resume, None) => {
                 notices.push(format!("nothing to resume in {}; starting afresh", out.display()));
                 None
             }
-            (false, Some(saved)) => {
+            (_, Some(saved)) => {
                 return Err(Error::Usage(format!(
                     "{} already holds a run ({} epochs done); pass `resume` to continue it, or choose another `out`",
                     out.display(),
                     saved.state.epochs_done
                 )))
             }
-            (false, None) => None,
+            (_, None) => None,
         };
         let (resume, init) = match resume {
             Some((state, params, optimizer)) => (Some((state, optimizer)), Some(params)),
@@ -295,7 +305,14 @@ impl Finetune {
             config: &self.config,
             meta,
         };
-        run_loop(parts, &data, resume, &mut all)
+        let mut outcome = run_loop(parts, &data, resume, &mut all)?;
+        let finished = outcome.state.epochs_done == self.config.hyper.epochs
+            || outcome.state.stopped_early.is_some();
+        if finished && !self.config.keep_state {
+            writer.remove_state()?;
+            outcome.state_removed = true;
+        }
+        Ok(outcome)
     }
 }
 
@@ -354,6 +371,14 @@ fn eval_rows(
     }
     let skipped = table.rows() - keep_texts.len();
     Ok((keep_texts, keep_labels, skipped))
+}
+
+/// Whether `out` holds a run that ended (all its epochs, or stopped early).
+fn finished_run(out: &Path) -> bool {
+    let path = out.join(crate::checkpoint::META_FILE);
+    RunMeta::read(&path).is_ok_and(|m| {
+        m.stopped_early.is_some() || (!m.epochs.is_empty() && m.epochs.len() >= m.args.hyper.epochs)
+    })
 }
 
 /// The default output folder: `checkpoints/<train file stem>`.

@@ -8,6 +8,7 @@ mod config;
 mod job;
 pub mod loss;
 pub mod optim;
+mod output;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub use callbacks::{
 };
 pub use config::{FinetuneConfig, DEFAULT_BASE_MODEL};
 pub use job::{default_out, Finetune, Prepared, PreparedSummary};
+pub use output::OutputMode;
 
 use crate::checkpoint::CheckpointWriter;
 use crate::data::batch::{bucketed_batches, TokenBatch};
@@ -77,6 +79,8 @@ pub struct Outcome {
     pub meta: RunMeta,
     /// Why it stopped before its last epoch, if a callback stopped it.
     pub stopped: Option<String>,
+    /// Whether the run state was deleted at the end (a finished run without `keep_state`).
+    pub state_removed: bool,
 }
 
 /// A saved run to continue: its state and the AdamW moments.
@@ -339,6 +343,7 @@ pub(crate) fn run_loop(
         state,
         meta,
         stopped,
+        state_removed: false,
     })
 }
 

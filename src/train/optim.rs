@@ -23,14 +23,17 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// PyTorch's betas and epsilon; learning rate and weight decay from [`crate::train::Hyper`]'s
+/// defaults (their one home).
 impl Default for AdamWConfig {
     fn default() -> Self {
+        let hyper = crate::train::Hyper::default();
         Self {
-            lr: 5e-5,
+            lr: hyper.lr,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay: 0.01,
+            weight_decay: hyper.weight_decay,
         }
     }
 }
