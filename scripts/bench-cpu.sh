@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# CPU speed, catbert vs PyTorch + transformers (../shared/reference), one run, same machine,
+# CPU speed, catbert vs PyTorch + transformers (scripts/torch_*.py), one run, same machine,
 # same threads, same data, for 1 and 2 threads:
 #   training  — 1 epoch on the same seeded 4,000-row subset of Training_Data.csv (batch 32,
 #               10% hold-out; samples/s exclude evaluation) and the per-step phase split
-#               (forward / backward / optimizer incl. clipping; PyTorch's from bench_train_step.py);
+#               (forward / backward / optimizer incl. clipping; PyTorch's from torch_train_step.py);
 #   inference — the 4,688 rows of Query_and_Validation_Data.csv on the same fine-tuned checkpoint.
 # Peak RSS of every process. Prints one table last.   Usage: scripts/bench-cpu.sh [THREADS...]
 set -euo pipefail
@@ -11,9 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 threads=("${@:-1 2}")
 threads=(${threads[*]})
-shared=${CATBERT_SHARED:-$root/../shared}
-ref=$shared/reference
-data=$shared/datasets/products
+data=datasets/products
+for f in "$data/Training_Data.csv" "$data/Query_and_Validation_Data.csv"; do
+  [ -f "$f" ] || { echo "error: $f missing: it ships with the repository, restore datasets/products/ from git" >&2; exit 1; }
+done
 bash scripts/make-oracle.sh >/dev/null
 py=$(scripts/py-oracle.sh)
 cargo build --release --quiet
@@ -39,11 +40,11 @@ for t in "${threads[@]}"; do
   sps_c=$(field "$tmp/cb-$t/metrics.json" 'd[0]["train_samples_per_s"]')
   ph_c=$(field "$tmp/cb-$t/metrics.json" "' / '.join(f'{d[0][\"phase_seconds\"][k]/d[0][\"steps\"]:.3f}' for k in ('forward','backward','optimizer'))")
 
-  peak "$py" "$ref/finetune_torch.py" --train "$tmp/subset.csv" --text-col product_description \
+  peak "$py" scripts/torch_finetune.py --train "$tmp/subset.csv" --text-col product_description \
     --label-col Category --model-dir "$model" --epochs 1 --threads "$t" --out "$tmp/torch-$t.json" >"$tmp/torch-$t.log" 2>&1
   rss_tt=$(tail -1 "$tmp/torch-$t.log")
   sps_t=$(field "$tmp/torch-$t.json" 'd["epochs"][0]["train_samples_per_s"]')
-  "$py" "$ref/bench_train_step.py" --arch minilm --model-dir "$model" --data "$tmp/subset.csv" \
+  "$py" scripts/torch_train_step.py --arch minilm --model-dir "$model" --data "$tmp/subset.csv" \
     --steps 10 --warmup 2 --threads "$t" --json "$tmp/step-$t.json" >/dev/null 2>&1
   ph_t=$(field "$tmp/step-$t.json" "' / '.join(f'{v/d[\"timed_steps\"]:.3f}' for v in (d['seconds']['fwd'], d['seconds']['bwd'], d['seconds']['clip'] + d['seconds']['opt']))")
 
@@ -51,7 +52,7 @@ for t in "${threads[@]}"; do
   rss_ci=$(peak target/release/catbert infer --model "$ck" --file "$data/Query_and_Validation_Data.csv" \
     --text-col product_description --out "$tmp/pred-c.csv" --threads "$t" 2>"$tmp/infer-$t.log" | tail -1)
   rps_c=$(grep -o '([0-9.]* rows/s)' "$tmp/infer-$t.log" | tr -d '(' | cut -d' ' -f1)
-  rss_ti=$(peak "$py" "$ref/infer_torch.py" --model-dir "$ck" --input "$data/Query_and_Validation_Data.csv" \
+  rss_ti=$(peak "$py" scripts/torch_infer.py --model-dir "$ck" --input "$data/Query_and_Validation_Data.csv" \
     --out "$tmp/pred-t.csv" --threads "$t" --json "$tmp/infer-torch-$t.json" 2>/dev/null | tail -1)
   rps_t=$(field "$tmp/infer-torch-$t.json" 'round(d["rows_per_s"], 1)')
   table+=("$t|$sps_c|$sps_t|$ph_c|$ph_t|$rss_ct|$rss_tt|$rps_c|$rps_t|$rss_ci|$rss_ti")

@@ -10,10 +10,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 py=${PYTHON:-python3}
-shared=${CATBERT_SHARED:-$root/../shared}
-[ -d "$shared" ] || shared=$root/shared
-train=$shared/datasets/products/Training_Data.csv
-queries=$shared/datasets/products/Query_and_Validation_Data.csv
+train=datasets/products/Training_Data.csv
+queries=datasets/products/Query_and_Validation_Data.csv
+for f in "$train" "$queries"; do
+  [ -f "$f" ] || { echo "error: $f missing: it ships with the repository, restore datasets/products/ from git" >&2; exit 1; }
+done
+[ -f gpu-bundle/catbert-cuda.xz ] || { echo "error: gpu-bundle/ missing: run scripts/pack-gpu.sh (after scripts/build-cuda.sh) and carry gpu-bundle" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Inference speed, catbert vs PyTorch + transformers (../shared/reference/infer_torch.py), on the
+# Inference speed, catbert vs PyTorch + transformers (scripts/torch_infer.py), on the
 # same checkpoint (all-MiniLM-L6-v2 with a 5-class head, from the oracle) and the 4,688 rows of
 # Query_and_Validation_Data.csv, same thread count, one run each, printed as a ratio.
 # Usage: scripts/bench-infer.sh [THREADS] [BATCH]     (default 2 threads, batch 64)
@@ -8,8 +8,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 threads=${1:-2}
 batch=${2:-64}
-shared=${CATBERT_SHARED:-$root/../shared}
-data=$shared/datasets/products/Query_and_Validation_Data.csv
+data=datasets/products/Query_and_Validation_Data.csv
+[ -f "$data" ] || { echo "error: $data missing: it ships with the repository, restore datasets/products/ from git" >&2; exit 1; }
 bash scripts/make-oracle.sh >/dev/null
 py=$(scripts/py-oracle.sh)
 cargo build --release --quiet
@@ -23,7 +23,7 @@ peak() { "$py" -c 'import resource,subprocess,sys; subprocess.run(sys.argv[1:],c
 ours_rss=$(peak target/release/catbert infer --model "$model" --file "$data" --text-col product_description \
   --out "$tmp/ours.csv" --threads "$threads" --batch-size "$batch" --device cpu 2>"$tmp/ours.log" | tail -1)
 ours=$(grep -o '([0-9.]* rows/s)' "$tmp/ours.log" | tr -d '(' | cut -d' ' -f1)
-torch_rss=$(peak "$py" "$shared/reference/infer_torch.py" --model-dir "$model" --input "$data" \
+torch_rss=$(peak "$py" scripts/torch_infer.py --model-dir "$model" --input "$data" \
   --out "$tmp/torch.csv" --threads "$threads" --batch-size "$batch" --json "$tmp/torch.json" 2>"$tmp/torch.log" | tail -1)
 torch=$("$py" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["rows_per_s"],1))' "$tmp/torch.json")
 printf '\ninference, all-MiniLM-L6-v2, 4688 rows, %s threads, batch %s (%s)\n' "$threads" "$batch" "$(date -u +%F)"

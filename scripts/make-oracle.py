@@ -195,8 +195,10 @@ def make_tiny(out, model_dir, name, hidden_act, seed):
     log(name, f"{hidden_act}, seed {seed}: {len(TINY_TEXTS)} texts, row lengths {[len(r) for r in ids]}")
 
 
-def read_rows200(shared):
-    csv = shared / "datasets" / "products" / "Query_and_Validation_Data.csv"
+def read_rows200(data):
+    csv = data / "Query_and_Validation_Data.csv"
+    if not csv.is_file():
+        raise SystemExit(f"error: {csv} missing: it ships with the repository, restore datasets/products/ from git")
     # keep_default_na=False: product names such as "NA" or "null" must stay text.
     df = pd.read_csv(csv, keep_default_na=False)
     return [str(t) for t in df["product_description"].iloc[:200]]
@@ -397,7 +399,7 @@ TRAIN_HP = {
 
 
 def lr_lambda(step, warmup, total):
-    """transformers.get_linear_schedule_with_warmup, as in ../shared/reference/finetune_torch.py.
+    """transformers.get_linear_schedule_with_warmup, as in scripts/torch_finetune.py.
 
     Note lambda(0) == 0: the first optimiser step runs at lr 0, so it leaves the
     weights untouched but still feeds Adam's moment estimates (and the bias
@@ -523,14 +525,14 @@ def main():
     args = ap.parse_args()
     repo = args.repo.resolve()
     out = (args.out or Path(os.environ.get("CATBERT_ORACLE_DIR", repo / "target" / "oracle"))).resolve()
-    shared = Path(os.environ.get("CATBERT_SHARED", repo.parent / "shared"))
+    data = repo / "datasets" / "products"
     model_dir = repo / "models" / "all-MiniLM-L6-v2"
     out.mkdir(parents=True, exist_ok=True)
 
     setup_determinism()
     make_tiny(out, model_dir, "tiny", "gelu", seed=0)
     make_tiny(out, model_dir, "tiny-gelu-new", "gelu_new", seed=1)
-    texts = read_rows200(shared)
+    texts = read_rows200(data)
     fast_ids = make_minilm_cls(out, model_dir, texts)
     make_minilm_cls_vocab(out, model_dir, texts, fast_ids)
     make_tokenizer_cases(out, model_dir, long_source=texts[0])

@@ -4,13 +4,13 @@
 #
 # Idempotent: $OUT/STAMP holds a hash of make-oracle.py; when it matches, the
 # oracles are already current and nothing is regenerated.
+# Reads models/all-MiniLM-L6-v2 (fetched here if missing) and the first 200 rows of
+# datasets/products/Query_and_Validation_Data.csv (in the repository).
 # Env: CATBERT_ORACLE_DIR (default <repo>/target/oracle),
-#      CATBERT_SHARED     (default <repo>/../shared),
 #      CATBERT_ORACLE_VENV (see py-oracle.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${CATBERT_ORACLE_DIR:-$root/target/oracle}
-export CATBERT_SHARED=${CATBERT_SHARED:-$root/../shared}
 
 # Both are cheap no-ops once done, and the Rust tests also use models/ directly,
 # so run them even when the oracles themselves are current.

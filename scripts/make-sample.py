@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Make the bundled product sample in datasets/products-sample/ from the full files in
-../shared/datasets/products/ (stdlib only, seeded, so it is reproducible):
+datasets/products/ (stdlib only, seeded, so it is reproducible):
 
   train.csv    3,000 rows of Training_Data.csv, stratified by Category (same class mix)
   queries.csv  600 rows of Query_and_Validation_Data.csv, drawn at random: some carry a
                HUMAN_VERIFIED_Category, the rest are unlabelled queries, as in the full file
 
-Usage: python3 scripts/make-sample.py [SHARED_DIR]
+Usage: python3 scripts/make-sample.py [SOURCE_DIR]   (default datasets/products; a folder
+holding datasets/products/, such as the old ../shared, works too)
 """
 import csv
 import random
@@ -15,8 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
-shared = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared"
-src = shared / "datasets" / "products"
+src = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "datasets" / "products"
+if not (src / "Training_Data.csv").is_file() and (src / "datasets" / "products").is_dir():
+    src = src / "datasets" / "products"
+for name in ("Training_Data.csv", "Query_and_Validation_Data.csv"):
+    if not (src / name).is_file():
+        hint = "" if len(sys.argv) > 1 else ": datasets/products/ ships with the repository, restore it from git"
+        sys.exit(f"error: {src / name} missing{hint}")
 dst = root / "datasets" / "products-sample"
 dst.mkdir(parents=True, exist_ok=True)
 rng = random.Random(42)

@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
-# Quality over seeds, catbert vs PyTorch + transformers (../shared/reference/finetune_torch.py):
+# Quality over seeds, catbert vs PyTorch + transformers (scripts/torch_finetune.py):
 # the product job (configs/products.toml: all-MiniLM-L6-v2, 2 epochs, --metric f1_min, the
 # reference's hyperparameters) once per seed with each tool, then one table of the kept epoch's
 # scores on the human-verified rows of the --eval file, per seed and as mean ± sample std.
 # One run cannot decide a 0.01 bar: the seed moves the split, the head's init, dropout and the
 # batch order, and the rarest class (45 rows) moves f1_min by 0.01–0.02 per row.
 #
-# Usage: scripts/quality-seeds.sh [--only catbert|torch|none] [--threads N] SEED...
+# Usage: scripts/quality-seeds.sh [--only catbert|torch|none] [--threads N] [--published] SEED...
 # Runs already finished under target/quality/ are not run again, an interrupted catbert run goes
 # on with --resume, two instances with --only can share the machine, and --only none just prints
-# the table.
+# the table. --published takes PyTorch's seed 42 from scripts/results/products-minilm-2ep-cpu.json
+# (the reference's published run of this same job, 2 threads, 2026-11-23) instead of running it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-only=both threads=2 seeds=()
+only=both threads=2 published=0 seeds=()
 while [ $# -gt 0 ]; do
   case $1 in
     --only)
       case $2 in both|catbert|torch|none) only=$2 ;; *) echo "error: --only catbert|torch|none" >&2; exit 2 ;; esac
       shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --published) published=1; shift ;;
     *) seeds+=("$1"); shift ;;
   esac
 done
 [ ${#seeds[@]} -gt 0 ] || seeds=(42 43 44)
-shared=${CATBERT_SHARED:-$root/../shared}
-data=$shared/datasets/products
+data=datasets/products
+for f in "$data/Training_Data.csv" "$data/Query_and_Validation_Data.csv"; do
+  [ -f "$f" ] || { echo "error: $f missing: it ships with the repository, restore datasets/products/ from git" >&2; exit 1; }
+done
 model=models/all-MiniLM-L6-v2
 epochs=2
 out=target/quality
@@ -46,12 +50,17 @@ for s in "${seeds[@]}"; do
     target/release/catbert finetune --config configs/products.toml --epochs "$epochs" --seed "$s" \
       --threads "$threads" --out "$ck" "${resume[@]}" --quiet >>"$ck.log" 2>&1
   fi
+  if [ "$published" = 1 ] && [ "$s" = 42 ] && [ ! -f "$out/torch-$s.json" ]; then
+    echo "== torch seed 42: the published run, scripts/results/products-minilm-2ep-cpu.json" >&2
+    cp scripts/results/products-minilm-2ep-cpu.json "$out/torch-42.json"
+  fi
   if { [ "$only" = both ] || [ "$only" = torch ]; } && [ ! -f "$out/torch-$s.json" ]; then
     echo "== torch seed $s ($threads threads)" >&2
-    "$py" "$shared/reference/finetune_torch.py" --train "$data/Training_Data.csv" \
+    "$py" scripts/torch_finetune.py --train "$data/Training_Data.csv" \
       --text-col product_description --label-col Category --eval "$data/Query_and_Validation_Data.csv" \
       --eval-label-col HUMAN_VERIFIED_Category --model-dir "$model" --epochs "$epochs" --metric f1_min \
-      --seed "$s" --threads "$threads" --out "$out/torch-$s.json.tmp" >"$out/torch-$s.log" 2>&1
+      --seed "$s" --threads "$threads" --out "$out/torch-$s.json.tmp" >"$out/torch-$s.log" 2>&1 ||
+      { echo "error: PyTorch seed $s failed ($out/torch-$s.log): $(tail -1 "$out/torch-$s.log")" >&2; exit 1; }
     mv "$out/torch-$s.json.tmp" "$out/torch-$s.json"
   fi
 done

@@ -53,7 +53,9 @@ def need_model_dir(path, weights=True):
     missing = [f for f in wanted if not (Path(path) / f).is_file()]
     if missing:
         hint = _hint_for(path) or "expected a Hugging Face model folder"
-        fail(f"model folder {path} missing {', '.join(missing)}: {hint}")
+        if Path(path).is_dir():
+            fail(f"model folder {path} has no {', '.join(missing)}: {hint}")
+        fail(f"model folder {path} missing: {hint}")
 
 
 def open_csv(path, columns):

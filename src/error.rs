@@ -81,6 +81,14 @@ pub enum Error {
         offset: usize,
     },
 
+    #[error("{path}: line {line}{}: {reason}", column.map(|c| format!(", column {c}")).unwrap_or_default())]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        column: Option<usize>,
+        reason: String,
+    },
+
     #[error("{path}: cannot parse as {format}: {reason}")]
     Parse {
         path: PathBuf,
@@ -163,6 +171,10 @@ pub enum Error {
         batch_size: Option<usize>,
     },
 
+    /// Another error with advice for the user appended.
+    #[error("{inner}; {hint}")]
+    WithHint { inner: Box<Error>, hint: String },
+
     #[error("{context}: {source}")]
     Candle {
         context: String,
@@ -185,6 +197,7 @@ impl Error {
     /// The kind of failure, for exit codes and HTTP statuses.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::WithHint { inner, .. } => inner.kind(),
             Error::Io { .. }
             | Error::Write { .. }
             | Error::Hub { .. }

@@ -29,6 +29,7 @@ where
         std::fs::create_dir_all(parent)
             .map_err(|e| write_err(format!("cannot create folder: {e}")))?;
     }
+    remove_stale_temps(path);
     let tmp = temp_path(path);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| format!("cannot write: {e}"))?;
@@ -44,6 +45,35 @@ where
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(write_err)
+}
+
+/// Delete temporary siblings of `path` left by processes that no longer run (killed while
+/// writing it).
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Write bytes atomically.
@@ -68,5 +98,19 @@ mod tests {
         assert!(err.to_string().ends_with("out.csv: disk full"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"good");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_files_of_dead_processes_are_removed_on_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        // No process has this id (above the kernel's pid_max).
+        let stale = dir.path().join(".out.csv.tmp-4194305");
+        let other = dir.path().join(".other.csv.tmp-4194305");
+        std::fs::write(&stale, "half").unwrap();
+        std::fs::write(&other, "half").unwrap();
+        write_bytes_atomic(&path, b"good").unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists(), "only temps of the same output");
     }
 }

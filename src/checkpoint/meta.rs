@@ -136,6 +136,9 @@ pub struct RunState {
     pub best_epoch: Option<usize>,
     /// Its score by the selection metric.
     pub best_score: Option<f64>,
+    /// How it won when it tied with an earlier epoch on the selection metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_reason: Option<String>,
     /// Why the run stopped before its last epoch (early stopping), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
@@ -195,6 +198,9 @@ pub struct RunMeta {
     pub best_epoch: Option<usize>,
     /// Its score by `metric`.
     pub best_score: Option<f64>,
+    /// How it won when it tied with an earlier epoch on `metric`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_reason: Option<String>,
     /// The selection metric.
     pub metric: Metric,
     /// Why the run stopped before its last epoch, if it did.
@@ -222,6 +228,7 @@ impl Default for RunMeta {
             epochs: Vec::new(),
             best_epoch: None,
             best_score: None,
+            best_reason: None,
             metric: Metric::F1Min,
             stopped_early: None,
         }

@@ -21,6 +21,9 @@ use crate::tokenize::{TextEncoder, TokenizerFiles};
 pub use save::{CheckpointWriter, SavedState};
 pub use source::{resolve, HubSettings, ModelFolder, ModelRef};
 
+/// Token limit per text when none is asked for (capped by the model's positions).
+pub const DEFAULT_MAX_LEN: usize = 128;
+
 /// The catbert metadata file written beside a fine-tuned checkpoint.
 pub const META_FILE: &str = "catbert.json";
 
@@ -104,6 +107,20 @@ impl Checkpoint {
     /// The text column recorded in `catbert.json`, if any.
     pub fn text_column(&self) -> Option<&str> {
         self.meta.as_ref()?.text_column()
+    }
+
+    /// The tokenizer for a `max_len` the caller asked for: `None` truncates at
+    /// `min(128, max_position_embeddings)`; more than the model's positions is refused.
+    pub fn text_encoder_for(&self, max_len: Option<usize>) -> Result<TextEncoder> {
+        let positions = self.config.max_position_embeddings;
+        match max_len {
+            Some(n) if n > positions => Err(Error::Usage(format!(
+                "`max_len` {n} is more than the model's {positions} positions (max_position_embeddings in {}); use at most {positions}",
+                self.dir.join("config.json").display()
+            ))),
+            Some(n) => self.text_encoder(n),
+            None => self.text_encoder(DEFAULT_MAX_LEN),
+        }
     }
 
     /// The tokenizer, truncating at `min(max_len, max_position_embeddings)`.

@@ -58,7 +58,8 @@ pub struct Settings {
     /// Clip the global gradient norm to this (0 = off) [default: 1.0].
     #[arg(long)]
     pub max_grad_norm: Option<f64>,
-    /// Truncate texts to this many tokens [default: 128].
+    /// Truncate texts to this many tokens, at most the model's positions [default: 128, capped
+    /// by the model's positions].
     #[arg(long)]
     pub max_len: Option<usize>,
     /// balanced (n / (classes · count)) or none [default: balanced].
@@ -123,9 +124,17 @@ fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
                     source: e,
                 },
             })?;
-            toml::from_str(&text).map_err(|e| Error::BadConfig {
-                path: path.clone(),
-                reason: e.message().to_string(),
+            toml::from_str(&text).map_err(|e| {
+                let at = e.span().map_or(0, |s| s.start).min(text.len());
+                let before = &text[..at];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                Error::BadLine {
+                    path: path.clone(),
+                    line,
+                    column: Some(column),
+                    reason: e.message().to_string(),
+                }
             })?
         }
     };
@@ -166,7 +175,7 @@ fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
         text_col: s.text_col.clone().unwrap_or(d.text_col),
         label_col: s.label_col.clone(),
         eval_label_col: s.eval_label_col.clone(),
-        max_len: s.max_len.unwrap_or(d.max_len),
+        max_len: s.max_len,
         val_split: s.val_split.unwrap_or(d.val_split),
         class_weights: s.class_weights.unwrap_or(d.class_weights),
         patience: s.patience,
@@ -181,7 +190,7 @@ fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
             seed: s.seed.unwrap_or(h.seed),
             eval_batch_size: s.eval_batch_size.unwrap_or(h.eval_batch_size),
             metric: s.metric.unwrap_or(h.metric),
-            bucket_window: s.bucket_window.unwrap_or(h.bucket_window).max(1),
+            bucket_window: s.bucket_window.unwrap_or(h.bucket_window),
         },
         device: run.device,
         precision: run.precision,
@@ -271,7 +280,10 @@ mod tests {
         std::fs::write(&cfg, "trian = \"a.csv\"\n").unwrap();
         let err = load_settings(&parse(&["--config", cfg.to_str().unwrap()])).unwrap_err();
         assert!(
-            format!("{err:#}").starts_with(&format!("{}: unknown field `trian`", cfg.display())),
+            format!("{err:#}").starts_with(&format!(
+                "{}: line 1, column 1: unknown field `trian`",
+                cfg.display()
+            )),
             "{err:#}"
         );
     }

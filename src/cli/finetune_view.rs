@@ -84,10 +84,19 @@ pub fn print_outcome(ui: &Ui, outcome: &Outcome, hyper: &Hyper, out: &Path, took
     let state = &outcome.state;
     let best = state.best_epoch.unwrap_or(0);
     let rec = &state.history[best.saturating_sub(1)];
-    let line = match (rec.selection(), state.best_score) {
+    let mut line = match (rec.selection(), state.best_score) {
         (Some(_), Some(score)) => format!("{} {:.4}", hyper.metric, score),
         _ => format!("{} n/a", hyper.metric),
     };
+    if let Some(why) = &state.best_reason {
+        line = format!("{line}; {why}");
+    }
+    if hyper.metric.higher_is_better() && state.best_score == Some(0.0) {
+        ui.notice(&format!(
+            "{} was 0 in every epoch (some class is never predicted right): the kept epoch won on the tie-breaks (weighted F1, then loss); train longer or on more rows of the weak class",
+            hyper.metric
+        ));
+    }
     let samples: f64 = (state.history.iter())
         .map(|r| r.train_samples_per_s * r.train_seconds)
         .sum();

@@ -1,6 +1,6 @@
 //! `catbert infer`: flags → [`Predictor`] → read rows → predict → write.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -47,9 +47,10 @@ pub struct InferArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 
-    /// Truncate texts to this many tokens (capped by the model's max_position_embeddings).
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
+    /// Truncate texts to this many tokens, at most the model's positions [default: 128, capped
+    /// by the model's positions].
+    #[arg(long)]
+    pub max_len: Option<usize>,
 
     /// One output row per (row, rank): row_id, rank (0 = best), category, probability.
     #[arg(long)]
@@ -60,6 +61,10 @@ pub struct InferArgs {
     /// (`<out stem>.feedback.csv`: text and label columns).
     #[arg(long)]
     pub label_col: Option<String>,
+
+    /// Replace --out when it already exists.
+    #[arg(long)]
+    pub overwrite: bool,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -76,7 +81,7 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_output(&args.file));
-    Format::of(&out, None)?; // the output format, before any work
+    check_output_path(&out, &args.file, args.overwrite)?;
 
     let model = ModelRef::parse(&args.model).resolve(&HubSettings::from_env())?;
     let checkpoint = Checkpoint::open(&model.dir)?;
@@ -86,6 +91,9 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         .to_string();
     let table = Table::read(&args.file, args.format)?;
     let texts = table.texts(&text_col)?;
+    if let Some(col) = &args.label_col {
+        table.labels(col)?; // a missing column, before the model loads
+    }
 
     let options = PredictOptions {
         max_len: args.max_len,
@@ -165,4 +173,39 @@ fn show_scores(ui: &Ui, col: &str, scored: Option<&Scored>, labels: &[String]) {
         s.labelled,
         s.feedback_path.display()
     ));
+}
+
+/// Everything about `out` that can be checked before any work: its format, that it is not
+/// the input, that it does not exist unless `overwrite`, and that its folder is writable.
+fn check_output_path(out: &Path, input: &Path, overwrite: bool) -> anyhow::Result<()> {
+    Format::of(out, None)?;
+    let same = match (out.canonicalize(), input.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Usage(format!(
+            "`out` {} is the input file; choose another `out`",
+            out.display()
+        ))
+        .into());
+    }
+    if out.exists() && !overwrite {
+        return Err(Error::Usage(format!(
+            "{} already exists; pass `overwrite` to replace it, or choose another `out`",
+            out.display()
+        ))
+        .into());
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".catbert-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::Write {
+        path: out.to_path_buf(),
+        reason: format!("cannot write there: {e}"),
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 pub mod batch;
+mod locate;
 pub mod split;
 
 use crate::error::{Error, Result};
@@ -101,12 +102,11 @@ impl Table {
                     source,
                 })?;
                 check_utf8(path, &bytes)?;
-                let cursor = Cursor::new(bytes);
-                if format == Format::JsonLines {
+                let cursor = Cursor::new(&bytes[..]);
+                let parsed = if format == Format::JsonLines {
                     JsonReader::new(cursor)
                         .with_json_format(JsonFormat::JsonLines)
                         .finish()
-                        .map_err(parse_err)?
                 } else {
                     let sep = if format == Format::Tsv { b'\t' } else { b',' };
                     CsvReadOptions::default()
@@ -115,8 +115,17 @@ impl Table {
                         .map_parse_options(|o| o.with_separator(sep))
                         .into_reader_with_file_handle(cursor)
                         .finish()
-                        .map_err(parse_err)?
-                }
+                };
+                // Polars names no line; find the first malformed one ourselves.
+                parsed.map_err(|e| match locate::first_bad_line(&bytes, format) {
+                    Some((line, column, reason)) => Error::BadLine {
+                        path: path.to_path_buf(),
+                        line,
+                        column,
+                        reason,
+                    },
+                    None => parse_err(e),
+                })?
             }
         };
         Ok(Self {

@@ -13,8 +13,9 @@ use crate::tokenize::TextEncoder;
 /// How a [`Predictor`] runs.
 #[derive(Debug, Clone)]
 pub struct PredictOptions {
-    /// Truncate texts to this many tokens (never more than the model's positions).
-    pub max_len: usize,
+    /// Truncate texts to this many tokens; `None`: 128, capped by the model's positions (more
+    /// than the model's positions is refused).
+    pub max_len: Option<usize>,
     /// Rows per forward pass.
     pub batch_size: usize,
     /// Compute precision; `None` picks bf16 on a GPU of compute capability ≥ 8.0, else fp32.
@@ -26,7 +27,7 @@ pub struct PredictOptions {
 impl Default for PredictOptions {
     fn default() -> Self {
         Self {
-            max_len: 128,
+            max_len: None,
             batch_size: 64,
             precision: None,
             hub: None,
@@ -71,7 +72,7 @@ impl Predictor {
         let selected = crate::device::select(device)?;
         let precision = Precision::resolve(options.precision, &selected.device)?;
         let loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
-        let encoder = checkpoint.text_encoder(options.max_len)?;
+        let encoder = checkpoint.text_encoder_for(options.max_len)?;
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
         if !loaded.report.unexpected.is_empty() {
             notices.push(format!(

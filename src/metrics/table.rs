@@ -5,11 +5,6 @@ use super::Evaluation;
 /// Terminal width the table is laid out for; the confusion matrix wraps into column blocks.
 const TABLE_WIDTH: usize = 100;
 
-/// The first `max` characters of `s` (by `char`, so multi-byte names never split).
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
 /// The label of class `c`, falling back to its index when `labels` is short or the name empty.
 fn label(labels: &[String], c: usize) -> String {
     match labels.get(c) {
@@ -18,16 +13,16 @@ fn label(labels: &[String], c: usize) -> String {
     }
 }
 
-/// A compact, aligned text table of `e` for the terminal: a summary line, one line per class,
-/// then the confusion matrix (rows = true, columns = predicted, headed by class index).
+/// An aligned text table of `e` for the terminal: a summary line, one line per class (its
+/// index and its full name: the legend of the matrix), then the confusion matrix (rows = true,
+/// columns = predicted, both by class index; wrapped into blocks of at most 100 columns).
 ///
 /// `labels[c]` names class `c`; missing or empty names show the index instead.
 pub fn format_table(e: &Evaluation, labels: &[String]) -> String {
     use std::fmt::Write as _;
 
     let k = e.per_class.len();
-    let long: Vec<String> = (0..k).map(|c| truncate(&label(labels, c), 28)).collect();
-    let short: Vec<String> = (0..k).map(|c| truncate(&label(labels, c), 12)).collect();
+    let names: Vec<String> = (0..k).map(|c| label(labels, c)).collect();
     let mut out = String::new();
 
     // Writing to a String cannot fail, hence the ignored results below.
@@ -40,33 +35,32 @@ pub fn format_table(e: &Evaluation, labels: &[String]) -> String {
         " accuracy={:.4} f1_weighted={:.4} f1_macro={:.4} f1_min={:.4}",
         e.accuracy, e.f1_weighted, e.f1_macro, e.f1_min
     );
-    if let Some(name) = short.get(e.f1_min_class) {
+    if let Some(name) = names.get(e.f1_min_class) {
         let _ = write!(out, " ({name})");
     }
     out.push('\n');
 
-    let name_w = long
+    let idx_w = k.saturating_sub(1).to_string().len();
+    let name_w = names
         .iter()
         .map(|s| s.chars().count())
         .max()
         .unwrap_or(0)
         .max(5);
-    let support_w = e
-        .per_class
-        .iter()
+    let support_w = (e.per_class.iter())
         .map(|m| m.support.to_string().len())
         .max()
         .unwrap_or(0)
         .max(7);
     let _ = writeln!(
         out,
-        "{:<name_w$}  {:>9}  {:>9}  {:>9}  {:>support_w$}",
-        "class", "precision", "recall", "f1", "support"
+        "{:>idx_w$} {:<name_w$}  {:>9}  {:>9}  {:>9}  {:>support_w$}",
+        "", "class", "precision", "recall", "f1", "support"
     );
-    for (name, m) in long.iter().zip(&e.per_class) {
+    for (c, (name, m)) in names.iter().zip(&e.per_class).enumerate() {
         let _ = writeln!(
             out,
-            "{name:<name_w$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>support_w$}",
+            "{c:>idx_w$} {name:<name_w$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>support_w$}",
             m.precision, m.recall, m.f1, m.support
         );
     }
@@ -74,23 +68,20 @@ pub fn format_table(e: &Evaluation, labels: &[String]) -> String {
     if k == 0 {
         return out;
     }
-    // Row label: "<index> <short name>"; cells are right-aligned counts headed by class index.
-    let idx_w = (k - 1).to_string().len();
-    let short_w = short.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-    let row_label_w = idx_w + 1 + short_w;
+    // Rows and columns by class index (names in the lines above).
     let max_count = e.confusion.iter().flatten().copied().max().unwrap_or(0);
     let cell_w = max_count.to_string().len().max(idx_w) + 1;
-    let per_block = ((TABLE_WIDTH.saturating_sub(row_label_w)) / cell_w).max(1);
-    out.push_str("confusion (rows = true, columns = predicted):\n");
+    let per_block = ((TABLE_WIDTH.saturating_sub(idx_w)) / cell_w).max(1);
+    out.push_str("confusion (rows = true, columns = predicted, by class index):\n");
     for start in (0..k).step_by(per_block) {
         let cols = start..(start + per_block).min(k);
-        let _ = write!(out, "{:row_label_w$}", "");
+        let _ = write!(out, "{:idx_w$}", "");
         for c in cols.clone() {
             let _ = write!(out, "{c:>cell_w$}");
         }
         out.push('\n');
         for (t, row) in e.confusion.iter().enumerate() {
-            let _ = write!(out, "{t:>idx_w$} {:<short_w$}", short[t]);
+            let _ = write!(out, "{t:>idx_w$}");
             for count in &row[cols.clone()] {
                 let _ = write!(out, "{count:>cell_w$}");
             }
@@ -119,16 +110,16 @@ mod tests {
         .collect();
         let table = format_table(&e, &labels);
         let expected = "\
-n=6 loss=0.5000 accuracy=0.6667 f1_weighted=0.6778 f1_macro=0.6556 f1_min=0.5000 (a label name)
-class                         precision     recall         f1  support
-negative                         1.0000     0.6667     0.8000        3
-a label name much longer tha     0.5000     0.5000     0.5000        2
-2                                0.5000     1.0000     0.6667        1
-confusion (rows = true, columns = predicted):
-               0 1 2
-0 negative     2 1 0
-1 a label name 0 1 1
-2 2            0 0 1
+n=6 loss=0.5000 accuracy=0.6667 f1_weighted=0.6778 f1_macro=0.6556 f1_min=0.5000 (a label name much longer than twenty-eight chars)
+  class                                             precision     recall         f1  support
+0 negative                                             1.0000     0.6667     0.8000        3
+1 a label name much longer than twenty-eight chars     0.5000     0.5000     0.5000        2
+2 2                                                    0.5000     1.0000     0.6667        1
+confusion (rows = true, columns = predicted, by class index):
+  0 1 2
+0 2 1 0
+1 0 1 1
+2 0 0 1
 ";
         assert_eq!(table, expected, "\n{table}");
     }
@@ -141,14 +132,13 @@ confusion (rows = true, columns = predicted):
         let e = evaluate(&y, &y, k);
         let labels: Vec<String> = (0..k).map(|c| format!("class number {c}")).collect();
         let table = format_table(&e, &labels);
-        for line in table.lines() {
+        let matrix = table.split("by class index):\n").nth(1).unwrap();
+        for line in matrix.lines() {
             assert!(line.chars().count() <= TABLE_WIDTH, "too wide: {line:?}");
         }
+        assert!(table.contains(" class number 59 "), "names in full");
         // Every class appears once as a column header across the blocks.
-        let headers: Vec<&str> = table
-            .lines()
-            .filter(|l| l.starts_with("          "))
-            .collect();
+        let headers: Vec<&str> = matrix.lines().filter(|l| l.starts_with("  ")).collect();
         let n_headers: usize = headers.iter().map(|l| l.split_whitespace().count()).sum();
         assert_eq!(n_headers, k);
         assert!(headers.len() > 1);

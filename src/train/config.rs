@@ -20,8 +20,9 @@ pub struct FinetuneConfig {
     pub label_col: Option<String>,
     /// Label column of the evaluation rows; `None`: the training label column.
     pub eval_label_col: Option<String>,
-    /// Truncate texts to this many tokens (capped by the model's positions).
-    pub max_len: usize,
+    /// Truncate texts to this many tokens; `None`: 128, capped by the model's positions (more
+    /// than the model's positions is refused).
+    pub max_len: Option<usize>,
     /// Stratified share of the training rows held out to pick the best epoch (0: none; then
     /// the evaluation rows pick it).
     pub val_split: f64,
@@ -47,7 +48,7 @@ impl Default for FinetuneConfig {
             text_col: "text".to_string(),
             label_col: None,
             eval_label_col: None,
-            max_len: 128,
+            max_len: None,
             val_split: 0.1,
             class_weights: ClassWeights::Balanced,
             patience: None,
@@ -63,18 +64,44 @@ impl FinetuneConfig {
     /// Refuse settings that cannot work, naming the setting, before any work is done.
     pub fn validate(&self) -> Result<()> {
         let h = &self.hyper;
-        let usage = |m: String| Err(Error::Usage(m));
-        if h.epochs == 0 || h.batch_size == 0 || h.eval_batch_size == 0 {
-            return usage("`epochs`, `batch_size` and `eval_batch_size` must be at least 1".into());
+        for (key, n) in [
+            ("epochs", h.epochs),
+            ("batch_size", h.batch_size),
+            ("eval_batch_size", h.eval_batch_size),
+            ("bucket_window", h.bucket_window),
+            ("patience", self.patience.unwrap_or(1)),
+        ] {
+            if n == 0 {
+                return out_of_range(key, &n, "at least 1");
+            }
+        }
+        if let Some(n) = self.max_len.filter(|&n| n < 2) {
+            return out_of_range("max_len", &n, "at least 2 ([CLS] and [SEP] take 2 tokens)");
+        }
+        for (key, x) in [
+            ("lr", h.lr),
+            ("weight_decay", h.weight_decay),
+            ("max_grad_norm", h.max_grad_norm),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return out_of_range(key, &x, "a finite number ≥ 0");
+            }
+        }
+        if !(0.0..=1.0).contains(&h.warmup_ratio) {
+            return out_of_range("warmup_ratio", &h.warmup_ratio, "in [0, 1]");
         }
         if !(0.0..1.0).contains(&self.val_split) {
-            return usage(format!("`val_split` {} must be in [0, 1)", self.val_split));
-        }
-        if self.patience == Some(0) {
-            return usage("`patience` must be at least 1 (or left out)".into());
+            return out_of_range("val_split", &self.val_split, "in [0, 1)");
         }
         Ok(())
     }
+}
+
+/// The error for a setting outside its range, naming both.
+fn out_of_range(key: &str, value: &dyn std::fmt::Display, range: &str) -> Result<()> {
+    Err(Error::Usage(format!(
+        "`{key}` {value} is out of range: must be {range}"
+    )))
 }
 
 #[cfg(test)]
@@ -86,7 +113,7 @@ mod tests {
         let c = FinetuneConfig::default();
         assert_eq!(
             (c.hyper.epochs, c.hyper.batch_size, c.max_len),
-            (2, 32, 128)
+            (2, 32, None)
         );
         assert_eq!(c.hyper.lr, 5e-5);
         c.validate().unwrap();
@@ -96,7 +123,47 @@ mod tests {
         };
         assert_eq!(
             bad.validate().unwrap_err().to_string(),
-            "`val_split` 1 must be in [0, 1)"
+            "`val_split` 1 is out of range: must be in [0, 1)"
         );
+        type Set = fn(&mut FinetuneConfig);
+        let cases: [(Set, &str); 6] = [
+            (
+                |c| c.hyper.lr = -1.0,
+                "`lr` -1 is out of range: must be a finite number ≥ 0",
+            ),
+            (
+                |c| c.hyper.weight_decay = -1.0,
+                "`weight_decay` -1 is out of range: must be a finite number ≥ 0",
+            ),
+            (
+                |c| c.hyper.warmup_ratio = 5.0,
+                "`warmup_ratio` 5 is out of range: must be in [0, 1]",
+            ),
+            (
+                |c| c.hyper.epochs = 0,
+                "`epochs` 0 is out of range: must be at least 1",
+            ),
+            (
+                |c| c.hyper.batch_size = 0,
+                "`batch_size` 0 is out of range: must be at least 1",
+            ),
+            (
+                |c| c.max_len = Some(1),
+                "`max_len` 1 is out of range: must be at least 2 ([CLS] and [SEP] take 2 tokens)",
+            ),
+        ];
+        for (set, want) in cases {
+            let mut bad = FinetuneConfig::default();
+            set(&mut bad);
+            assert_eq!(bad.validate().unwrap_err().to_string(), want);
+        }
+        let zero_lr = FinetuneConfig {
+            hyper: Hyper {
+                lr: 0.0,
+                ..Hyper::default()
+            },
+            ..FinetuneConfig::default()
+        };
+        zero_lr.validate().unwrap();
     }
 }

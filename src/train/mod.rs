@@ -139,6 +139,7 @@ pub(crate) fn run_loop(
             history: Vec::new(),
             best_epoch: None,
             best_score: None,
+            best_reason: None,
             stopped_early: None,
         },
     };
@@ -278,17 +279,15 @@ pub(crate) fn run_loop(
             .selection()
             .and_then(|e| hyper.metric.value(e))
             .unwrap_or(f64::NAN);
-        let is_best = match (state.best_epoch, state.best_score) {
-            (None, _) => true,
-            (Some(_), None) => score.is_finite(),
-            (Some(_), Some(best)) => hyper.metric.improves(score, best),
-        };
+        let previous = state.best_epoch.and_then(|b| state.history.get(b - 1));
+        let (is_best, why) = pick_best(hyper.metric, score, &record, state.best_score, previous);
         state.history.push(record.clone());
         state.epochs_done = epoch;
         state.optimizer_steps = opt.steps();
         if is_best {
             state.best_epoch = Some(epoch);
             state.best_score = Some(score).filter(|s| s.is_finite());
+            state.best_reason = why;
         }
         sync_meta(&mut meta, &state);
 
@@ -347,11 +346,58 @@ pub(crate) fn run_loop(
     })
 }
 
+/// Whether `record` (scoring `score` by `metric`) beats the best epoch so far, and why when
+/// it took a tie-break: on a tie of `metric`, the higher weighted F1 wins, then the lower loss
+/// (of the selecting evaluation); a full tie keeps the earlier epoch.
+fn pick_best(
+    metric: crate::metrics::Metric,
+    score: f64,
+    record: &EpochRecord,
+    best_score: Option<f64>,
+    previous: Option<&EpochRecord>,
+) -> (bool, Option<String>) {
+    let Some(previous) = previous else {
+        return (true, None);
+    };
+    let Some(best) = best_score else {
+        return (score.is_finite(), None);
+    };
+    if metric.improves(score, best) {
+        return (true, None);
+    }
+    if score != best {
+        return (false, None);
+    }
+    let (Some(now), Some(then)) = (record.selection(), previous.selection()) else {
+        return (false, None);
+    };
+    let tie = |name: &str, a: f64, b: f64| {
+        format!(
+            "tied with epoch {} on {metric} {score:.4}; {name} {a:.4} vs {b:.4}",
+            previous.epoch
+        )
+    };
+    if metric != crate::metrics::Metric::F1Weighted && now.f1_weighted != then.f1_weighted {
+        let won = now.f1_weighted > then.f1_weighted;
+        return (
+            won,
+            won.then(|| tie("higher f1_weighted", now.f1_weighted, then.f1_weighted)),
+        );
+    }
+    match (now.loss, then.loss) {
+        (Some(a), Some(b)) if metric != crate::metrics::Metric::Loss && a < b => {
+            (true, Some(tie("lower loss", a, b)))
+        }
+        _ => (false, None),
+    }
+}
+
 /// Copy history, best epoch and stop reason into `catbert.json`'s fields.
 fn sync_meta(meta: &mut RunMeta, state: &RunState) {
     meta.epochs = state.history.clone();
     meta.best_epoch = state.best_epoch;
     meta.best_score = state.best_score;
+    meta.best_reason = state.best_reason.clone();
     meta.stopped_early = state.stopped_early.clone();
 }
 
@@ -407,3 +453,6 @@ fn fingerprint(hyper: &Hyper, data: &TrainData) -> String {
     }
     format!("{h:016x}")
 }
+
+#[cfg(test)]
+mod tests;
