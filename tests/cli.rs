@@ -4,44 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use catbert::data::Table;
 use common::*;
 
-fn catbert(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catbert"));
-    cmd.args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .env_remove("HF_HUB_OFFLINE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The run failed with exit `code` and printed exactly `line` (one line) on stderr.
-fn assert_error(o: &Output, code: i32, line: &str) {
-    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
-    assert_eq!(stderr(o).trim_end(), line);
-}
-
 fn tiny() -> PathBuf {
     oracle().join("tiny")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, content).unwrap();
-    p
 }
 
 const SMALL_CSV: &[u8] = b"id,text\n1,Organic Balsamic Vinegar Of Modena\n2,White Multifold Towels\n3,\"Cheesecake, Chocolate Truffle\"\n";

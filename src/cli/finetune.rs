@@ -47,16 +47,16 @@ pub struct Settings {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate of AdamW [default: 5e-5].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Fraction of steps of linear warm-up before linear decay to 0 [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub warmup_ratio: Option<f64>,
     /// Decoupled weight decay, not applied to biases and LayerNorm weights [default: 0.01].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Clip the global gradient norm to this (0 = off) [default: 1.0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_grad_norm: Option<f64>,
     /// Truncate texts to this many tokens, at most the model's positions [default: 128, capped
     /// by the model's positions].
@@ -66,7 +66,7 @@ pub struct Settings {
     #[arg(long)]
     pub class_weights: Option<ClassWeights>,
     /// Stratified fraction of the training rows held out to pick the best epoch [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_split: Option<f64>,
     /// Seed of the split, shuffling, dropout and the new head [default: 42].
     #[arg(long)]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -109,5 +110,37 @@ pub fn synthetic(dir: &Path, name: &str, n: usize) -> PathBuf {
     }
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Run the real binary with `args` and extra environment; HF_HUB_OFFLINE is cleared.
+pub fn catbert(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_catbert"));
+    cmd.args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .env_remove("HF_HUB_OFFLINE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The run failed with exit `code` and printed exactly `line` (one line) on stderr.
+pub fn assert_error(o: &Output, code: i32, line: &str) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    assert_eq!(stderr(o).trim_end(), line);
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
     p
 }
