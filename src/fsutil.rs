@@ -31,6 +31,7 @@ where
     }
     remove_stale_temps(path);
     let tmp = temp_path(path);
+    let _active = ActiveTemp::register(&tmp);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| format!("cannot write: {e}"))?;
         let mut w = BufWriter::new(file);
@@ -45,6 +46,39 @@ where
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(write_err)
+}
+
+/// Temporary files being written right now, for [`remove_active_temps`].
+static ACTIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a temporary file while it is written; unregisters on drop.
+struct ActiveTemp(PathBuf);
+
+impl ActiveTemp {
+    fn register(tmp: &Path) -> Self {
+        if let Ok(mut active) = ACTIVE.lock() {
+            active.push(tmp.to_path_buf());
+        }
+        Self(tmp.to_path_buf())
+    }
+}
+
+impl Drop for ActiveTemp {
+    fn drop(&mut self) {
+        if let Ok(mut active) = ACTIVE.lock() {
+            active.retain(|p| p != &self.0);
+        }
+    }
+}
+
+/// Delete the temporary files being written now: a front end calls this when the process is
+/// interrupted (SIGINT, SIGTERM) before it exits.
+pub fn remove_active_temps() {
+    if let Ok(active) = ACTIVE.lock() {
+        for p in active.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Delete temporary siblings of `path` left by processes that no longer run (killed while

@@ -13,6 +13,7 @@ fn main() {
             gpu.display()
         );
     }
+    catbert::cli::signals::install();
     catbert::runtime::init(cli.command.threads());
     let verbose = cli.verbose;
     if let Err(err) = run(cli) {

@@ -191,3 +191,39 @@ fn infer_checks_its_output_and_columns_before_loading_the_model() {
     assert!(infer(&["--out", s(&out), "--overwrite"]).status.success());
     assert!(!stale.exists());
 }
+
+#[test]
+fn sigterm_exits_as_a_shell_reports_it_and_leaves_no_partial_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 3000);
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catbert"))
+        .args(["finetune", "--train", s(&train), "--out", s(&out)])
+        .args(["--model", s_tiny(), "--epochs", "50", "--lr", "1e-3"])
+        .env("RAYON_NUM_THREADS", "2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("run/state.json").is_file() {
+        assert!(start.elapsed().as_secs() < 120, "epoch 1 never finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    assert!(stderr(&o).ends_with("interrupted: partial output removed\n"));
+    for dir in [out.clone(), out.join("run")] {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(!name.contains(".tmp-"), "{name} left in {}", dir.display());
+        }
+    }
+    // What was saved resumes.
+    assert!(out.join("run/state.json").is_file());
+}

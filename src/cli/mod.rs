@@ -7,6 +7,7 @@ mod finetune_view;
 mod infer;
 pub mod launch;
 mod progress;
+pub mod signals;
 
 use std::path::PathBuf;
 
