@@ -197,7 +197,7 @@ fn sigterm_exits_as_a_shell_reports_it_and_leaves_no_partial_files() {
     let dir = tempfile::tempdir().unwrap();
     let train = synthetic(dir.path(), "train.csv", 3000);
     let out = dir.path().join("out");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catbert"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_catbert"))
         .args(["finetune", "--train", s(&train), "--out", s(&out)])
         .args(["--model", s_tiny(), "--epochs", "50", "--lr", "1e-3"])
         .env("RAYON_NUM_THREADS", "2")
