@@ -216,6 +216,7 @@ fn hub_id_resolves_from_a_prefilled_cache_offline() {
                 s(&input),
                 "--out",
                 s(&out),
+                "--overwrite",
             ],
             &[("HF_HUB_OFFLINE", "1"), ("HF_HUB_CACHE", s(&cache))],
         );

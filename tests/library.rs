@@ -201,6 +201,6 @@ fn settings_that_cannot_work_are_refused_by_name() {
     assert_eq!(err.kind(), ErrorKind::Input);
     assert_eq!(
         err.to_string(),
-        "`epochs`, `batch_size` and `eval_batch_size` must be at least 1"
+        "`batch_size` 0 is out of range: must be at least 1"
     );
 }

@@ -38,6 +38,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fine-tune a BERT-family base model into a classifier and keep its best epoch.
+    #[command(
+        override_usage = "catbert finetune --train <TRAIN> [OPTIONS]\n       catbert finetune --config <CONFIG> [OPTIONS]"
+    )]
     Finetune(Box<finetune::FinetuneArgs>),
     /// Predict the top-k categories (with probabilities) of every row of a file.
     Infer(infer::InferArgs),
