@@ -207,11 +207,6 @@ impl Error {
         }
     }
 
-    /// Whether the caller's input is at fault ([`ErrorKind::Input`]).
-    pub fn is_input_error(&self) -> bool {
-        self.kind() == ErrorKind::Input
-    }
-
     /// The message with every backticked setting key rewritten by `name` (the CLI passes
     /// `|k| format!("--{}", k.replace('_', "-"))`). Other backticked words are left alone.
     pub fn render_with(&self, name: &dyn Fn(&str) -> String) -> String {

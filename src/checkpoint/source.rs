@@ -134,11 +134,6 @@ impl std::str::FromStr for ModelRef {
     }
 }
 
-/// Resolve `spec` (a folder, or `org/name[@revision]`) to a local folder.
-pub fn resolve(spec: &str, hub: &HubSettings) -> Result<ModelFolder> {
-    ModelRef::parse(spec).resolve(hub)
-}
-
 /// `name` or `org/name`, optionally `@revision`: no path separators beyond one slash, and not
 /// something that is obviously a path.
 fn looks_like_hub_id(spec: &str) -> bool {
@@ -272,9 +267,15 @@ mod tests {
             token: None,
             endpoint: None,
         };
-        let err = resolve("./no/such/folder", &hub).unwrap_err().to_string();
+        let err = ModelRef::parse("./no/such/folder")
+            .resolve(&hub)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "./no/such/folder: file not found");
-        let err = resolve("org/missing", &hub).unwrap_err().to_string();
+        let err = ModelRef::parse("org/missing")
+            .resolve(&hub)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "model \"org/missing\" (revision main) is not in the Hugging Face cache at /nonexistent and HF_HUB_OFFLINE=1 forbids downloading it"

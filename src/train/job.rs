@@ -13,7 +13,7 @@ use crate::data::split::{balanced_weights, stratified_split, LabelMap, Split};
 use crate::data::Table;
 use crate::device::Precision;
 use crate::error::{Error, Result};
-use crate::train::output::{check_output, OutputMode};
+use crate::train::output::{check_output, clear_run, OutputMode};
 use crate::train::ClassWeights;
 
 /// A fine-tune: settings in, a kept checkpoint out.
@@ -184,7 +184,11 @@ impl Finetune {
             ClassWeights::None => vec![1.0; label_map.len()],
         };
 
+        if mode == OutputMode::Overwrite {
+            clear_run(out)?; // only now that the new run is ready to write
+        }
         let writer = CheckpointWriter::new(out, &base, &label_map.names)?;
+        let device = selected.describe();
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
         notices.extend(label_notices(&label_map, &label_col));
         let resume = match (mode, writer.read_state()?) {
@@ -241,7 +245,7 @@ impl Finetune {
                 val_split: c.val_split,
                 patience: c.patience,
             },
-            device: selected.describe(),
+            device: device.clone(),
             precision: precision.name().to_string(),
             metric: c.hyper.metric,
             ..RunMeta::default()
@@ -259,7 +263,7 @@ impl Finetune {
             tokenize_seconds,
             class_weights: class_weights.clone(),
             base_model: folder.origin,
-            device: selected.describe(),
+            device,
             precision,
             fresh_tensors: if resume.is_none() {
                 loaded.report.missing.clone()

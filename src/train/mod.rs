@@ -123,7 +123,7 @@ pub(crate) fn run_loop(
         Some((state, moments)) => {
             if state.fingerprint != fingerprint {
                 return Err(Error::Usage(format!(
-                    "{}: the saved run used other settings or data; start afresh without `resume` (or use another `out`)",
+                    "{}: the saved run used other settings or data; start afresh with `overwrite` (or use another `out`)",
                     writer.dir().display()
                 )));
             }
@@ -307,7 +307,7 @@ pub(crate) fn run_loop(
             }
         }
         if epoch < hyper.epochs {
-            state.stopped_early = stop.clone();
+            state.stopped_early = stop;
         }
         writer.write_state(
             &params.tensors,

@@ -30,9 +30,10 @@ const RUN_FILES: &[&str] = &[
     "vocab.txt",
 ];
 
-/// Check `out` against `mode` before any work: absent or empty is fine; a catbert run (a
-/// `catbert.json` or a run state) is continued, replaced or refused by `mode`; anything else
-/// is refused, naming what is there. With `Overwrite`, the old run's files are deleted.
+/// Check `out` against `mode` before any work: absent or empty is fine, and so is what a run
+/// that never finished an epoch leaves (an empty `run/`, temporary files); a catbert run (a
+/// `catbert.json` or a saved run state) is continued, replaced or refused by `mode`; anything
+/// else is refused, naming what is there. Nothing is deleted here: see [`clear_run`].
 pub fn check_output(out: &Path, mode: OutputMode) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(out) else {
         return Ok(()); // absent (or not a folder: the writer says why it cannot write)
@@ -42,10 +43,12 @@ pub fn check_output(out: &Path, mode: OutputMode) -> Result<()> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    if names.is_empty() {
+    let state = out.join(RUN_DIR).join("state.json").is_file();
+    let is_run = out.join(META_FILE).is_file() || state;
+    let leftover = |n: &String| n == RUN_DIR || n.contains(".tmp-") || n.starts_with(".catbert-");
+    if !is_run && names.iter().all(leftover) {
         return Ok(());
     }
-    let is_run = out.join(META_FILE).is_file() || out.join(RUN_DIR).is_dir();
     if !is_run {
         let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
         let more = names.len().saturating_sub(5);
@@ -61,35 +64,35 @@ pub fn check_output(out: &Path, mode: OutputMode) -> Result<()> {
         )));
     }
     match mode {
-        OutputMode::Resume => Ok(()),
-        OutputMode::New => {
-            let state = out.join(RUN_DIR).join("state.json").is_file();
-            Err(Error::Usage(if state {
-                format!("{} already holds a run that can be continued; pass `resume` to continue it, `overwrite` to start afresh, or choose another `out`", out.display())
-            } else {
-                format!("{} already holds a finished run; pass `overwrite` to replace it, or choose another `out`", out.display())
-            }))
-        }
-        OutputMode::Overwrite => {
-            let remove = |p: &Path, r: std::io::Result<()>| {
-                r.map_err(|e| Error::Write {
-                    path: p.to_path_buf(),
-                    reason: format!("cannot delete the old run: {e}"),
-                })
-            };
-            for name in RUN_FILES {
-                let p = out.join(name);
-                if p.is_file() {
-                    remove(&p, std::fs::remove_file(&p))?;
-                }
-            }
-            let run = out.join(RUN_DIR);
-            if run.is_dir() {
-                remove(&run, std::fs::remove_dir_all(&run))?;
-            }
-            Ok(())
+        OutputMode::Resume | OutputMode::Overwrite => Ok(()),
+        OutputMode::New => Err(Error::Usage(if state {
+            format!("{} already holds a run that can be continued; pass `resume` to continue it, `overwrite` to start afresh, or choose another `out`", out.display())
+        } else {
+            format!("{} already holds a finished run; pass `overwrite` to replace it, or choose another `out`", out.display())
+        })),
+    }
+}
+
+/// Delete the files of the catbert run in `out` (never other files): what `Overwrite` does,
+/// once the new run is ready to write.
+pub fn clear_run(out: &Path) -> Result<()> {
+    let remove = |p: &Path, r: std::io::Result<()>| {
+        r.map_err(|e| Error::Write {
+            path: p.to_path_buf(),
+            reason: format!("cannot delete the old run: {e}"),
+        })
+    };
+    for name in RUN_FILES {
+        let p = out.join(name);
+        if p.is_file() {
+            remove(&p, std::fs::remove_file(&p))?;
         }
     }
+    let run = out.join(RUN_DIR);
+    if run.is_dir() {
+        remove(&run, std::fs::remove_dir_all(&run))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -103,6 +106,10 @@ mod tests {
         check_output(&out, OutputMode::New).unwrap();
         std::fs::create_dir(&out).unwrap();
         check_output(&out, OutputMode::New).unwrap();
+        // What a run that failed in its first epoch leaves is no run.
+        std::fs::create_dir(out.join(RUN_DIR)).unwrap();
+        check_output(&out, OutputMode::New).unwrap();
+        std::fs::remove_dir(out.join(RUN_DIR)).unwrap();
         for f in ["config.json", "model.safetensors", "vocab.txt"] {
             std::fs::write(out.join(f), "x").unwrap();
         }
@@ -116,6 +123,8 @@ mod tests {
         assert!(err.ends_with("already holds a finished run; pass `overwrite` to replace it, or choose another `out`"), "{err}");
         check_output(&out, OutputMode::Resume).unwrap();
         check_output(&out, OutputMode::Overwrite).unwrap();
+        assert!(out.join(META_FILE).is_file(), "checking deletes nothing");
+        clear_run(&out).unwrap();
         let left: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .flatten()
