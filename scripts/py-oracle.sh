@@ -20,7 +20,8 @@ packages=(
   numpy==2.4.6
   scikit-learn==1.9.1
   pandas==3.1.1
-  pyarrow==26.0.1
+  pyarrow==25.0.1
+  mlflow==3.17.2
 )
 stamp="$venv/.catbert-oracle-stamp"
 want="${packages[*]}"

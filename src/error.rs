@@ -39,6 +39,16 @@ pub const SETTING_KEYS: &[&str] = &[
     "precision",
     "device",
     "threads",
+    "tracking_uri",
+    "experiment",
+    "run_name",
+    "register",
+    "client",
+    "promote_if",
+    "promote_if_better",
+    "tracking_optional",
+    "no_tracking",
+    "log_every",
 ];
 
 /// What kind of failure an error is, for front ends to map to exit codes or HTTP statuses.
@@ -175,6 +185,21 @@ pub enum Error {
     #[error("{inner}; {hint}")]
     WithHint { inner: Box<Error>, hint: String },
 
+    #[error("{path}: registry lock {detail}")]
+    LockTimeout { path: PathBuf, detail: String },
+
+    /// The tracking server cannot be reached or failed; the message names its URI.
+    #[error("{0}")]
+    Tracking(String),
+
+    /// The tracking server refused our credentials; the message names the variables to set.
+    #[error("{0}")]
+    TrackingAuth(String),
+
+    /// An unknown registered model, version or alias, or a registry request that cannot work.
+    #[error("{0}")]
+    Registry(String),
+
     #[error("{context}: {source}")]
     Candle {
         context: String,
@@ -201,7 +226,9 @@ impl Error {
             Error::Io { .. }
             | Error::Write { .. }
             | Error::Hub { .. }
-            | Error::OutOfMemory { .. } => ErrorKind::Resources,
+            | Error::OutOfMemory { .. }
+            | Error::LockTimeout { .. }
+            | Error::Tracking(_) => ErrorKind::Resources,
             Error::Candle { .. } | Error::Diverged { .. } => ErrorKind::Internal,
             _ => ErrorKind::Input,
         }

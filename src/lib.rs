@@ -29,6 +29,7 @@ pub mod model;
 pub mod rng;
 pub mod runtime;
 pub mod tokenize;
+pub mod track;
 pub mod train;
 
 pub use error::{Error, ErrorKind, Result};

@@ -19,7 +19,7 @@ use crate::model::{BertClassifier, LoadReport, ModelParams, ParamStore};
 use crate::tokenize::{TextEncoder, TokenizerFiles};
 
 pub use save::{CheckpointWriter, SavedState};
-pub use source::{HubSettings, ModelFolder, ModelRef};
+pub use source::{HubSettings, ModelFolder, ModelRef, RegistryResolver, Resolver, Selector};
 
 /// Token limit per text when none is asked for (capped by the model's positions).
 pub const DEFAULT_MAX_LEN: usize = 128;

@@ -78,11 +78,90 @@ pub enum ModelRef {
         /// Branch, tag or commit.
         revision: String,
     },
+    /// A version of a registered model: `models:/NAME/3`, `models:/NAME@champion`,
+    /// `models:/NAME@latest`; resolved through a [`RegistryResolver`].
+    Registry {
+        /// The registered model.
+        name: String,
+        /// Which version.
+        selector: Selector,
+    },
+}
+
+/// A shared [`RegistryResolver`], for options structs that are `Clone + Debug`.
+#[derive(Clone)]
+pub struct Resolver(pub std::sync::Arc<dyn RegistryResolver>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// Which version of a registered model a `models:/` reference means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `models:/NAME/3`.
+    Version(u64),
+    /// `models:/NAME@alias`.
+    Alias(String),
+    /// `models:/NAME@latest`: the newest version.
+    Latest,
+}
+
+/// Resolves `models:/` references: implemented by the model registry, which lives above this
+/// module.
+pub trait RegistryResolver: Send + Sync {
+    /// The local folder of `name` at `selector` (downloaded if needed), its origin the
+    /// version it resolved to.
+    fn resolve(&self, name: &str, selector: &Selector) -> Result<ModelFolder>;
 }
 
 impl ModelRef {
-    /// Read `spec`: an existing folder wins over a Hub id of the same spelling.
+    /// Read `spec`: `models:/…` is a registry reference; otherwise an existing folder wins
+    /// over a Hub id of the same spelling. A malformed `models:/` reference is an error.
+    pub fn try_parse(spec: &str) -> Result<Self> {
+        let Some(rest) = spec.strip_prefix("models:/") else {
+            return Ok(Self::parse(spec));
+        };
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "`model` {spec:?}: {why} (write models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME@latest)"
+            ))
+        };
+        let (name, selector) = if let Some((name, alias)) = rest.split_once('@') {
+            let selector = match alias {
+                "" => return Err(bad("no alias after @")),
+                "latest" => Selector::Latest,
+                a => Selector::Alias(a.to_string()),
+            };
+            (name, selector)
+        } else if let Some((name, version)) = rest.split_once('/') {
+            let v = version
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| bad(&format!("version {version:?} is not a number from 1")))?;
+            (name, Selector::Version(v))
+        } else {
+            return Err(bad("no version or alias"));
+        };
+        if name.is_empty() {
+            return Err(bad("no model name"));
+        }
+        Ok(ModelRef::Registry {
+            name: name.to_string(),
+            selector,
+        })
+    }
+
+    /// Read `spec` as a folder or Hub id (see [`ModelRef::try_parse`] for `models:/`).
     pub fn parse(spec: &str) -> Self {
+        if spec.starts_with("models:/") {
+            if let Ok(r) = Self::try_parse(spec) {
+                return r;
+            }
+        }
         let path = Path::new(spec);
         if path.is_dir() || !looks_like_hub_id(spec) {
             return ModelRef::Folder(path.to_path_buf());
@@ -95,8 +174,24 @@ impl ModelRef {
     }
 
     /// The local folder holding the model, downloading from the Hub into its cache if needed.
+    /// A `models:/` reference needs [`ModelRef::resolve_with`].
     pub fn resolve(&self, hub: &HubSettings) -> Result<ModelFolder> {
+        self.resolve_with(hub, None)
+    }
+
+    /// As [`ModelRef::resolve`], with a registry for `models:/` references.
+    pub fn resolve_with(
+        &self,
+        hub: &HubSettings,
+        registry: Option<&dyn RegistryResolver>,
+    ) -> Result<ModelFolder> {
         match self {
+            ModelRef::Registry { name, selector } => match registry {
+                Some(r) => r.resolve(name, selector),
+                None => Err(Error::Registry(format!(
+                    "{self} is a registry reference, but no model registry is configured"
+                ))),
+            },
             ModelRef::Folder(dir) if dir.is_dir() => Ok(ModelFolder {
                 dir: dir.clone(),
                 origin: dir.display().to_string(),
@@ -123,14 +218,19 @@ impl std::fmt::Display for ModelRef {
         match self {
             ModelRef::Folder(dir) => write!(f, "{}", dir.display()),
             ModelRef::Hub { id, revision } => write!(f, "{id}@{revision}"),
+            ModelRef::Registry { name, selector } => match selector {
+                Selector::Version(v) => write!(f, "models:/{name}/{v}"),
+                Selector::Alias(a) => write!(f, "models:/{name}@{a}"),
+                Selector::Latest => write!(f, "models:/{name}@latest"),
+            },
         }
     }
 }
 
 impl std::str::FromStr for ModelRef {
-    type Err = std::convert::Infallible;
+    type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Ok(Self::parse(s))
+        Self::try_parse(s).map_err(|e| e.to_string())
     }
 }
 
@@ -257,6 +357,28 @@ mod tests {
             ModelRef::parse("./x"),
             ModelRef::Folder(PathBuf::from("./x"))
         );
+    }
+
+    #[test]
+    fn registry_references() {
+        let r = |s: &str| ModelRef::try_parse(s).map(|m| m.to_string());
+        assert_eq!(
+            r("models:/shop_model@champion").unwrap(),
+            "models:/shop_model@champion"
+        );
+        assert_eq!(r("models:/shop_model/3").unwrap(), "models:/shop_model/3");
+        assert_eq!(
+            ModelRef::try_parse("models:/m@latest").unwrap(),
+            ModelRef::Registry {
+                name: "m".into(),
+                selector: Selector::Latest
+            }
+        );
+        assert_eq!(
+            r("models:/m/x").unwrap_err().to_string(),
+            "`model` \"models:/m/x\": version \"x\" is not a number from 1 (write models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME@latest)"
+        );
+        assert!(r("models:/m").is_err() && r("models:/@a").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::finetune_view::{print_outcome, print_prepared, Progress};
 use super::progress::Ui;
+use super::tracking::{TrackArgs, Tracking};
 use super::RunArgs;
 use crate::data::Table;
 use crate::error::Error;
@@ -103,6 +104,8 @@ pub struct FinetuneArgs {
     /// it later with more --epochs; by default it is deleted.
     #[arg(long)]
     pub keep_state: bool,
+    #[command(flatten)]
+    pub track: TrackArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -202,6 +205,8 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
     let train_path = (s.train.clone())
         .ok_or_else(|| Error::Usage("--train is required (or `train = ...` in --config)".into()))?;
     let job = Finetune::new(to_config(&s, &args.run, args.keep_state))?;
+    let tracking = Tracking::open(&args.track)?;
+    let job = job.with_registry(tracking.registry.resolver());
     let out = s.out.clone().unwrap_or_else(|| default_out(&train_path));
     let train = Table::read(&train_path, None)?;
     let eval = s
@@ -223,11 +228,36 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         s.eval.as_deref(),
         &out,
     );
+    let mut data = vec![("train", train_path.as_path(), train.rows())];
+    if let (Some(path), Some(table)) = (s.eval.as_deref(), eval.as_ref()) {
+        data.push(("eval", path, table.rows()));
+    }
+    let mut tracker = tracking.start(ui, &prepared, &out, &data)?;
+    if let Some(t) = &tracker {
+        super::signals::on_interrupt(t.kill_switch());
+    }
+    let (texts, labels) = prepared.comparison_rows();
+    let rows = (texts.to_vec(), labels.to_vec());
     let started = std::time::Instant::now();
     let classes = prepared.summary.classes.clone();
     let mut progress = Progress::new(ui, job.config().hyper.epochs, &classes);
-    let outcome = job.fit(prepared, &mut [&mut progress])?;
+    let fitted = match tracker.as_mut() {
+        Some(t) => job.fit(prepared, &mut [&mut progress, t]),
+        None => job.fit(prepared, &mut [&mut progress]),
+    };
+    let outcome = match fitted {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let Some(t) = tracker.as_mut() {
+                t.end(crate::track::RunStatus::Failed, Some(&e.to_string()));
+            }
+            return Err(e.into());
+        }
+    };
     print_outcome(ui, &outcome, &job.config().hyper, &out, started.elapsed());
+    if let Some(t) = tracker.as_mut() {
+        tracking.finish(ui, t, &outcome, &out, (&rows.0, &rows.1), args.run.device)?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::progress::Ui;
+use super::tracking::StoreArgs;
 use super::{parse_format, RunArgs};
 use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
 use crate::data::{write_table, Format, Table};
@@ -15,10 +16,12 @@ use crate::infer::output::{default_output, long_frame, wide_frame};
 use crate::infer::scoring::{score_labelled_rows, Scored};
 use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::format_table;
+use crate::track::Registry;
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Fine-tuned checkpoint: a folder in Hugging Face layout, or a Hub id `org/name[@revision]`.
+    /// Fine-tuned checkpoint: a folder in Hugging Face layout, a Hub id `org/name[@revision]`,
+    /// or a registered version: models:/NAME@champion, models:/NAME/3, models:/NAME@latest.
     #[arg(long)]
     pub model: String,
 
@@ -67,6 +70,9 @@ pub struct InferArgs {
     pub overwrite: bool,
 
     #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
     pub run: RunArgs,
 }
 
@@ -83,7 +89,14 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_output(&args.file));
     check_output_path(&out, &args.file, args.overwrite)?;
 
-    let model = ModelRef::parse(&args.model).resolve(&HubSettings::from_env())?;
+    let model = ModelRef::try_parse(&args.model)?;
+    let model = match &model {
+        ModelRef::Registry { .. } => {
+            let registry = Registry::new(args.store.open()?);
+            model.resolve_with(&HubSettings::from_env(), Some(&registry))?
+        }
+        _ => model.resolve(&HubSettings::from_env())?,
+    };
     let checkpoint = Checkpoint::open(&model.dir)?;
     let text_col = (args.text_col.as_deref())
         .or(checkpoint.text_column())
@@ -100,6 +113,7 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         precision: args.run.precision,
         hub: None,
+        registry: None,
     };
     let predictor =
         Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;

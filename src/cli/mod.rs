@@ -7,7 +7,9 @@ mod finetune_view;
 mod infer;
 pub mod launch;
 mod progress;
+mod registry;
 pub mod signals;
+mod tracking;
 
 use std::path::PathBuf;
 
@@ -44,6 +46,8 @@ pub enum Command {
     Finetune(Box<finetune::FinetuneArgs>),
     /// Predict the top-k categories (with probabilities) of every row of a file.
     Infer(infer::InferArgs),
+    /// Registered models: list, show, promote, rollback, delete.
+    Registry(registry::RegistryArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -72,21 +76,22 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
 pub type PathArg = PathBuf;
 
 impl Command {
-    fn run_args(&self) -> &RunArgs {
+    fn run_args(&self) -> Option<&RunArgs> {
         match self {
-            Command::Finetune(a) => &a.run,
-            Command::Infer(a) => &a.run,
+            Command::Finetune(a) => Some(&a.run),
+            Command::Infer(a) => Some(&a.run),
+            Command::Registry(_) => None,
         }
     }
 
-    /// The `--device` of the command.
+    /// The `--device` of the command (CPU for commands that run no model).
     pub fn device(&self) -> DeviceChoice {
-        self.run_args().device
+        self.run_args().map_or(DeviceChoice::Cpu, |r| r.device)
     }
 
     /// The `--threads` of the command.
     pub fn threads(&self) -> Option<usize> {
-        self.run_args().threads
+        self.run_args().and_then(|r| r.threads)
     }
 }
 
@@ -96,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Finetune(args) => finetune::run(*args, &ui),
         Command::Infer(args) => infer::run(args, &ui),
+        Command::Registry(args) => registry::run(args, &ui),
     }
 }
 

@@ -2,6 +2,16 @@
 //! being written and exits with 128 + the signal number, as a shell reports it. Completed
 //! files are never touched (every write is atomic).
 
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+static HOOKS: std::sync::Mutex<Vec<Hook>> = std::sync::Mutex::new(Vec::new());
+
+/// Run `hook` when the process is interrupted, before it exits (a tracked run is marked
+/// KILLED this way).
+pub fn on_interrupt(hook: Hook) {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+}
+
 /// Block SIGINT and SIGTERM in this thread and every thread started after it, and handle them
 /// on a thread of their own. Call first thing in `main`, before any other thread starts.
 pub fn install() {
@@ -23,6 +33,10 @@ pub fn install() {
             // SAFETY: `set` is a valid signal set; `sig` a valid out-pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 crate::fsutil::remove_active_temps();
+                let hooks = std::mem::take(&mut *HOOKS.lock().unwrap_or_else(|e| e.into_inner()));
+                for hook in hooks {
+                    hook();
+                }
                 eprintln!("interrupted: partial output removed");
                 std::process::exit(128 + sig);
             }

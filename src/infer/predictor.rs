@@ -2,7 +2,7 @@
 //! object.
 
 use crate::checkpoint::meta::RunMeta;
-use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
+use crate::checkpoint::{Checkpoint, HubSettings, ModelRef, Resolver};
 use crate::data::batch::TokenBatch;
 use crate::device::{DeviceChoice, Precision};
 use crate::error::{with_batch_size, Error, Result};
@@ -22,6 +22,8 @@ pub struct PredictOptions {
     pub precision: Option<Precision>,
     /// How to reach the Hugging Face Hub for Hub ids; `None` reads the environment.
     pub hub: Option<HubSettings>,
+    /// The model registry that resolves `models:/` references.
+    pub registry: Option<Resolver>,
 }
 
 impl Default for PredictOptions {
@@ -31,6 +33,7 @@ impl Default for PredictOptions {
             batch_size: 64,
             precision: None,
             hub: None,
+            registry: None,
         }
     }
 }
@@ -53,7 +56,7 @@ impl Predictor {
     /// Load the classifier `model` (a folder or a Hub id) onto `device`.
     pub fn load(model: &ModelRef, device: DeviceChoice, options: PredictOptions) -> Result<Self> {
         let hub = options.hub.clone().unwrap_or_else(HubSettings::from_env);
-        let folder = model.resolve(&hub)?;
+        let folder = model.resolve_with(&hub, options.registry.as_ref().map(|r| &*r.0))?;
         let checkpoint = Checkpoint::open(&folder.dir)?;
         Self::from_checkpoint(checkpoint, &folder.origin, device, options)
     }

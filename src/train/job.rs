@@ -8,7 +8,9 @@ use candle_core::DType;
 use super::callbacks::{BestCheckpoint, Callback, EarlyStopping, MetricsFile};
 use super::{run_loop, Examples, FinetuneConfig, LoopParts, Outcome, Resume, TrainData};
 use crate::checkpoint::meta::{RecordedArgs, RunMeta, SCHEMA_VERSION};
-use crate::checkpoint::{Checkpoint, CheckpointWriter, HubSettings, LoadedClassifier, ModelRef};
+use crate::checkpoint::{
+    Checkpoint, CheckpointWriter, HubSettings, LoadedClassifier, ModelRef, Resolver,
+};
 use crate::data::split::{balanced_weights, stratified_split, LabelMap, Split};
 use crate::data::Table;
 use crate::device::Precision;
@@ -19,6 +21,7 @@ use crate::train::ClassWeights;
 /// A fine-tune: settings in, a kept checkpoint out.
 pub struct Finetune {
     config: FinetuneConfig,
+    registry: Option<Resolver>,
 }
 
 /// What [`Finetune::prepare`] found, for a front end to report.
@@ -65,13 +68,36 @@ pub struct Prepared {
     writer: CheckpointWriter,
     meta: RunMeta,
     resume: Option<Resume>,
+    compare: (Vec<String>, Vec<String>),
+}
+
+impl Prepared {
+    /// `catbert.json` as the run will write it (before any epoch).
+    pub fn meta(&self) -> &RunMeta {
+        &self.meta
+    }
+
+    /// Texts and labels to compare two models on: the `eval` rows when given, else the
+    /// hold-out.
+    pub fn comparison_rows(&self) -> (&[String], &[String]) {
+        (&self.compare.0, &self.compare.1)
+    }
 }
 
 impl Finetune {
     /// A job with `config`, refused if a setting cannot work.
     pub fn new(config: FinetuneConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            registry: None,
+        })
+    }
+
+    /// Resolve a `models:/` base model through `registry` (to retrain a champion).
+    pub fn with_registry(mut self, registry: Resolver) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// The settings.
@@ -147,8 +173,8 @@ impl Finetune {
 
         check_output(out, mode)?;
         let selected = crate::device::select(c.device)?;
-        let folder = ModelRef::parse(&c.model)
-            .resolve(&HubSettings::from_env())
+        let folder = ModelRef::try_parse(&c.model)?
+            .resolve_with(&HubSettings::from_env(), self.registry.as_ref().map(|r| &*r.0))
             .map_err(|e| match e {
                 Error::Hub { .. } | Error::NotInCacheOffline { .. }
                     if c.model == super::DEFAULT_BASE_MODEL =>
@@ -171,6 +197,17 @@ impl Finetune {
         };
         let train_ex = pick(&split.train);
         let holdout = (!split.holdout.is_empty()).then(|| pick(&split.holdout));
+        let compare = match &eval_rows {
+            Some((t, l, _)) => (
+                t.clone(),
+                l.iter().map(|&i| label_map.names[i].clone()).collect(),
+            ),
+            None => split
+                .holdout
+                .iter()
+                .map(|&r| (texts[r].to_string(), label_map.names[y[r]].clone()))
+                .unzip(),
+        };
         let eval_ex = match &eval_rows {
             None => None,
             Some((texts, labels, _)) => Some(Examples {
@@ -287,6 +324,7 @@ impl Finetune {
             writer,
             meta,
             resume,
+            compare,
         })
     }
 
