@@ -21,7 +21,7 @@ packages=(
   scikit-learn==1.9.1
   pandas==3.1.1
   pyarrow==25.0.1
-  mlflow==3.17.2
+  mlflow[auth]==3.17.2
 )
 stamp="$venv/.catbert-oracle-stamp"
 want="${packages[*]}"

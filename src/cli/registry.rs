@@ -68,7 +68,7 @@ pub fn run(args: RegistryArgs, ui: &Ui) -> anyhow::Result<()> {
         Action::List => {
             let models = registry.store().list_models()?;
             if models.is_empty() {
-                ui.result(&format!("no registered models in the {store}"));
+                ui.result(&format!("no registered models in {store}"));
             }
             println!("{:<32} {:>8} {:>7}  aliases", "name", "versions", "latest");
             for m in &models {
@@ -140,9 +140,7 @@ pub fn run(args: RegistryArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         Action::Delete { name, version } => {
             registry.delete(&name, version)?;
-            ui.result(&format!(
-                "deleted {name} version {version} from the {store}"
-            ));
+            ui.result(&format!("deleted {name} version {version} from {store}"));
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::progress::Ui;
 use crate::error::Error;
-use crate::track::promote::{decide, PromotionRule};
+use crate::track::promote::{decide, Candidate, PromotionRule};
 use crate::track::registry::CHAMPION;
 use crate::track::tracker::{epoch_values, TrackerOptions, BUFFER_FILE};
 use crate::track::{
@@ -193,7 +193,7 @@ impl Tracking {
         )?;
         if let Some(run) = tracker.run() {
             ui.info(&format!(
-                "tracking: run {} in experiment {:?} of the {}",
+                "tracking: run {} in experiment {:?} in {}",
                 run.run_id,
                 experiment_name(&self.args, meta),
                 self.registry.store().describe()
@@ -244,7 +244,7 @@ impl Tracking {
         let Some((version, metrics)) = registered else {
             tracker.end(RunStatus::Finished, None);
             return Err(Error::Tracking(format!(
-                "the run could not reach the {}, so {name:?} was not registered; the checkpoint is in {} and the unsent tracking data in {}",
+                "the run could not reach {}, so {name:?} was not registered; the checkpoint is in {} and the unsent tracking data in {}",
                 self.registry.store().describe(),
                 out.display(),
                 out.join(BUFFER_FILE).display()
@@ -262,7 +262,7 @@ impl Tracking {
             }
         };
         ui.result(&format!(
-            "registered {name} version {version} in the {}",
+            "registered {name} version {version} in {}",
             self.registry.store().describe()
         ));
         let rule = self.args.rule();
@@ -284,10 +284,12 @@ impl Tracking {
                 &self.registry,
                 &name,
                 &rule,
-                &metrics,
+                &Candidate {
+                    dir: &new_dir,
+                    metrics: &metrics,
+                    rows,
+                },
                 meta.metric,
-                &new_dir,
-                rows,
                 device,
             )?;
             if decision.promote {

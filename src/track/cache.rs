@@ -103,13 +103,15 @@ fn verify(dir: &Path, sizes: &BTreeMap<String, u64>, name: &str, version: u64) -
     }
     let manifest_path = dir.join(MANIFEST);
     if manifest_path.is_file() {
-        for (rel, want) in read_manifest(&manifest_path)? {
-            let path = dir.join(&rel);
+        // The manifest lists the whole MLmodel folder; the model files are what is downloaded.
+        let listed = read_manifest(&manifest_path)?;
+        for (rel, want) in listed.iter().filter(|(r, _)| r.starts_with("model/")) {
+            let path = dir.join(rel);
             if !path.is_file() {
                 return Err(corrupt(format!("{rel} is missing")));
             }
             let got = sha256_file(&path)?;
-            if got != want {
+            if got != *want {
                 return Err(corrupt(format!(
                     "sha256 of {rel} is {got}, the manifest says {want}"
                 )));

@@ -52,6 +52,9 @@ struct ModelFile {
     created_at: i64,
     aliases: BTreeMap<String, u64>,
     tags: BTreeMap<String, String>,
+    /// The highest version ever registered: numbers are not reused after a delete.
+    #[serde(default)]
+    last_version: u64,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -158,7 +161,7 @@ impl LocalStore {
     fn unknown_model(&self, name: &str) -> Error {
         let names: Vec<String> = self.model_names().unwrap_or_default();
         Error::Registry(format!(
-            "no registered model {name:?} in the {} (models: {})",
+            "no registered model {name:?} in {} (models: {})",
             self.describe(),
             if names.is_empty() {
                 "none yet".to_string()
@@ -211,7 +214,7 @@ impl LocalStore {
 
 impl Store for LocalStore {
     fn describe(&self) -> String {
-        format!("local registry at {}", self.root.display())
+        format!("the local registry at {}", self.root.display())
     }
 
     fn check(&self) -> Result<()> {
@@ -328,21 +331,25 @@ impl Store for LocalStore {
         let _lock = self.lock()?;
         let dir = self.model_dir(name);
         let model_json = dir.join("model.json");
-        if !model_json.exists() {
-            let file = ModelFile {
+        let mut model = if model_json.exists() {
+            read_json(&model_json)?
+        } else {
+            ModelFile {
                 name: name.to_string(),
                 created_at: now_ms(),
                 ..ModelFile::default()
-            };
-            write_json(&model_json, &file)?;
-        }
+            }
+        };
         remove_dead_temps(&dir);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let version = self
             .versions(name)?
             .iter()
             .map(|v| v.version)
-            .max()
-            .unwrap_or(0)
+            .fold(model.last_version, u64::max)
             + 1;
         let tmp = dir.join(format!(".tmp-{version}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -360,6 +367,8 @@ impl Store for LocalStore {
             path: final_dir.clone(),
             reason: format!("cannot register the version: {e}"),
         })?;
+        model.last_version = version;
+        write_json(&model_json, &model)?;
         Ok(version)
     }
 
@@ -418,7 +427,7 @@ impl Store for LocalStore {
             Ok(dir)
         } else {
             Err(Error::Registry(format!(
-                "version {} of {name:?} in the {} has no model files at {}",
+                "version {} of {name:?} in {} has no model files at {}",
                 info.version,
                 self.describe(),
                 dir.display()

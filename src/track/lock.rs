@@ -28,6 +28,14 @@ pub fn timeout_from_env() -> Duration {
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
 }
 
+impl Drop for RegistryLock {
+    fn drop(&mut self) {
+        // Empty the file before the kernel drops the lock, so a later holder that is not
+        // catbert (which writes no pid) is not taken for this process.
+        let _ = self._file.set_len(0);
+    }
+}
+
 impl RegistryLock {
     /// Take the lock on `path`, waiting up to `timeout`.
     pub fn acquire(path: &Path, timeout: Duration) -> Result<Self> {

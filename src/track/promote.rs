@@ -80,18 +80,32 @@ impl Decision {
     }
 }
 
-/// Decide on `new_dir` (the new version's checkpoint) with `metrics` (its logged metrics),
-/// comparing with the champion of `name` on `rows` (texts, labels) when asked.
+/// The version up for promotion: its checkpoint folder, its logged metrics, and the labelled
+/// rows (texts, labels) both it and the champion are scored on when asked.
+pub struct Candidate<'a> {
+    /// The new version's checkpoint folder.
+    pub dir: &'a Path,
+    /// Its logged metrics (what the gate reads).
+    pub metrics: &'a BTreeMap<String, f64>,
+    /// Texts and labels for the champion comparison.
+    pub rows: (&'a [String], &'a [String]),
+}
+
+/// Decide on `candidate`, comparing it with the champion of `name` by `metric` when the rule
+/// asks for it.
 pub fn decide(
     registry: &Registry,
     name: &str,
     rule: &PromotionRule,
-    metrics: &BTreeMap<String, f64>,
+    candidate: &Candidate,
     metric: Metric,
-    new_dir: &Path,
-    rows: (&[String], &[String]),
     device: DeviceChoice,
 ) -> Result<Decision> {
+    let Candidate {
+        dir: new_dir,
+        metrics,
+        rows,
+    } = *candidate;
     let checks = match &rule.gate {
         Some(gate) => gate.check(metrics)?,
         None => Vec::new(),

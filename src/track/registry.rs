@@ -62,9 +62,9 @@ impl Registry {
         let where_ = self.store.describe();
         let number = match selector {
             Selector::Version(v) => *v,
-            Selector::Latest => model.latest().ok_or_else(|| {
-                Error::Registry(format!("{name:?} in the {where_} has no versions"))
-            })?,
+            Selector::Latest => model
+                .latest()
+                .ok_or_else(|| Error::Registry(format!("{name:?} in {where_} has no versions")))?,
             Selector::Alias(alias) => *model.aliases.get(alias).ok_or_else(|| {
                 let known: Vec<String> = model
                     .aliases
@@ -72,7 +72,7 @@ impl Registry {
                     .map(|(a, v)| format!("{a} → {v}"))
                     .collect();
                 Error::Registry(format!(
-                    "{name:?} in the {where_} has no alias {alias:?} (aliases: {})",
+                    "{name:?} in {where_} has no alias {alias:?} (aliases: {})",
                     if known.is_empty() {
                         "none".to_string()
                     } else {
@@ -88,7 +88,7 @@ impl Registry {
                 match selector { Selector::Alias(a) => a.as_str(), _ => "" }
             ))),
             None => Err(Error::Registry(format!(
-                "{name:?} in the {where_} has no version {number} (versions: {})",
+                "{name:?} in {where_} has no version {number} (versions: {})",
                 versions_list(model)
             ))),
         }

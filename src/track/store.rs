@@ -132,7 +132,7 @@ impl ModelInfo {
 /// A run store and model registry. Every call either does all it says or returns an error
 /// and changes nothing a reader could see half-done.
 pub trait Store: Send + Sync {
-    /// `MLflow at http://…` or `local registry at /…`, for messages.
+    /// `MLflow at http://…` or `the local registry at /…`, for messages.
     fn describe(&self) -> String;
     /// Check that the store answers and accepts our credentials.
     fn check(&self) -> Result<()>;

@@ -303,7 +303,7 @@ pub fn run_params(meta: &RunMeta) -> Vec<(String, String)> {
 impl Callback for RunTracker {
     fn on_step(&mut self, step: &Step) -> Result<Control> {
         let every = self.opts.log_every;
-        if every > 0 && step.global_step % every == 0 {
+        if every > 0 && step.global_step.is_multiple_of(every) {
             let ts = now_ms();
             for (key, value) in [("train_loss", step.mean_loss), ("lr", step.lr)] {
                 self.pending.push(MetricPoint {

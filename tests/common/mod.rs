@@ -113,16 +113,30 @@ pub fn synthetic(dir: &Path, name: &str, n: usize) -> PathBuf {
     p
 }
 
-/// Run the real binary with `args` and extra environment; HF_HUB_OFFLINE is cleared.
-pub fn catbert(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// A local registry (CATBERT_HOME) for the runs of this test process, so tests never write
+/// to the user's ~/.catbert.
+pub fn test_home() -> PathBuf {
+    std::env::temp_dir().join(format!("catbert-test-home-{}", std::process::id()))
+}
+
+/// The real binary with `args`; HF_HUB_OFFLINE and MLFLOW_TRACKING_URI are cleared and
+/// CATBERT_HOME is [`test_home`] unless `env` sets them.
+pub fn catbert_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_catbert"));
     cmd.args(args)
         .env("RAYON_NUM_THREADS", "2")
+        .env("CATBERT_HOME", test_home())
+        .env_remove("MLFLOW_TRACKING_URI")
         .env_remove("HF_HUB_OFFLINE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    cmd
+}
+
+/// Run the real binary with `args` and extra environment (see [`catbert_cmd`]).
+pub fn catbert(args: &[&str], env: &[(&str, &str)]) -> Output {
+    catbert_cmd(args, env).output().unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
