@@ -124,18 +124,11 @@ fn tiny() -> PathBuf {
 fn finetune(dir: &Path, out: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let train = synthetic(dir, "train.csv", 120);
     let model = tiny();
-    let mut args = vec![
-        "finetune",
-        "--train",
-        s(&train),
-        "--model",
-        s(&model),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--out",
-    ];
+    let mut args = vec!["finetune", "--train", s(&train)];
+    if !extra.contains(&"--model") {
+        args.extend(["--model", s(&model)]);
+    }
+    args.extend(["--epochs", "2", "--batch-size", "16", "--out"]);
     let out = dir.join(out);
     args.push(s(&out));
     args.extend_from_slice(extra);
@@ -197,7 +190,7 @@ print(json.dumps({"status": run.info.status, "params": run.data.params, "tags": 
     for (k, v) in [
         ("epochs", "2"),
         ("batch_size", "16"),
-        ("lr", "5e-5"),
+        ("lr", "0.00005"),
         ("metric", "f1_min"),
         ("class_weights", "balanced"),
     ] {
@@ -715,12 +708,18 @@ fn a_killed_run_is_marked_killed() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines {
-        if line.unwrap().starts_with("tracking: run ") {
-            break;
+    // Read stderr to the end on another thread (a closed pipe would fail the child's prints).
+    let (started, seen) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.starts_with("tracking: run ") {
+                let _ = started.send(());
+            }
         }
-    }
+    });
+    seen.recv_timeout(Duration::from_secs(60))
+        .expect("the run starts");
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

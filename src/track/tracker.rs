@@ -243,6 +243,21 @@ impl RunTracker {
     }
 }
 
+/// A class label as part of a metric or param name: MLflow allows letters, digits, `_`, `-`,
+/// `.`, ` ` and `:` (and `/`, which nests); anything else becomes `_`.
+pub fn key_part(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "_-. :".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The metrics of one evaluation, keys prefixed by `prefix`.
 fn eval_values(e: &Evaluation, prefix: &str, labels: &[String], out: &mut Vec<(String, f64)>) {
     let mut push = |k: &str, v: f64| out.push((format!("{prefix}{k}"), v));
@@ -254,7 +269,7 @@ fn eval_values(e: &Evaluation, prefix: &str, labels: &[String], out: &mut Vec<(S
     push("f1_macro", e.f1_macro);
     push("f1_min", e.f1_min);
     for (label, c) in labels.iter().zip(&e.per_class) {
-        push(&format!("f1.{label}"), c.f1);
+        push(&format!("f1.{}", key_part(label)), c.f1);
     }
 }
 
@@ -291,7 +306,7 @@ pub fn run_params(meta: &RunMeta) -> Vec<(String, String)> {
         format!("{:?}", meta.class_weight_mode).to_lowercase(),
     ));
     for (label, w) in meta.labels.iter().zip(&meta.class_weights) {
-        params.push((format!("class_weight.{label}"), w.to_string()));
+        params.push((format!("class_weight.{}", key_part(label)), w.to_string()));
     }
     params.push(("base_model".into(), meta.base_model.clone()));
     params.push(("text_col".into(), meta.text_column.clone()));
@@ -341,5 +356,17 @@ impl Callback for RunTracker {
             ..Batch::default()
         });
         Ok(Control::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_become_names_mlflow_accepts() {
+        assert_eq!(
+            super::key_part("Dry Goods & Pantry/Staples"),
+            "Dry Goods _ Pantry_Staples"
+        );
+        assert_eq!(super::key_part("café: 1.5-x_y"), "café: 1.5-x_y");
     }
 }
