@@ -401,7 +401,8 @@ fn python_mlflow_loads_the_registered_version_and_agrees_with_catbert() {
         &env,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let queries = oracle().join("minilm-cls/rows200.csv");
+    // The bundled queries, all 600.
+    let queries = repo().join("datasets/products-sample/queries.csv");
     let pred = dir.path().join("pred.csv");
     let o = catbert(
         &[
@@ -443,7 +444,7 @@ print(json.dumps({{"py": list(py["label"]), "tf": [r["label"] for r in tf],
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(py.len(), 200);
+    assert_eq!(py.len(), 600);
     for (i, (a, b)) in py.iter().zip(&ours).enumerate() {
         let margin = got["p1"][i].as_f64().unwrap() - got["p2"][i].as_f64().unwrap();
         assert!(a == b || margin < 1e-4, "row {i}: mlflow {a}, catbert {b}");

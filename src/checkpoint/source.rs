@@ -189,7 +189,7 @@ impl ModelRef {
             ModelRef::Registry { name, selector } => match registry {
                 Some(r) => r.resolve(name, selector),
                 None => Err(Error::Registry(format!(
-                    "{self} is a registry reference, but no model registry is configured"
+                    "{self} is a registry reference, but no model registry is configured (library: set PredictOptions.registry, or call Finetune::with_registry, with track::Registry::resolver())"
                 ))),
             },
             ModelRef::Folder(dir) if dir.is_dir() => Ok(ModelFolder {
@@ -379,6 +379,19 @@ mod tests {
             "`model` \"models:/m/x\": version \"x\" is not a number from 1 (write models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME@latest)"
         );
         assert!(r("models:/m").is_err() && r("models:/@a").is_err());
+        let hub = HubSettings {
+            cache_dir: "/nonexistent".into(),
+            offline: true,
+            token: None,
+            endpoint: None,
+        };
+        let err = ModelRef::parse("models:/m@champion")
+            .resolve(&hub)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "models:/m@champion is a registry reference, but no model registry is configured (library: set PredictOptions.registry, or call Finetune::with_registry, with track::Registry::resolver())"
+        );
     }
 
     #[test]
