@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,15 +146,6 @@ fn checkpoint_loads_in_transformers_and_catbert_alike_and_round_trips_bit_for_bi
         std::fs::read(&again).unwrap(),
         std::fs::read(out.join("model.safetensors")).unwrap()
     );
-}
-
-fn oracle_python() -> PathBuf {
-    let venv = std::env::var("CATBERT_ORACLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/catbert/oracle-venv")
-        });
-    venv.join("bin/python")
 }
 
 fn epochs_done(out: &Path) -> u64 {

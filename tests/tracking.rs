@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn python() -> PathBuf {
-    let venv = std::env::var("CATBERT_ORACLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/catbert/oracle-venv")
-        });
-    venv.join("bin/python")
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -40,7 +31,7 @@ impl Mlflow {
     fn start(auth_password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(oracle_python());
         cmd.args([
             "-m",
             "mlflow",
@@ -58,6 +49,8 @@ impl Mlflow {
         .arg("--artifacts-destination")
         .arg(dir.path().join("artifacts"))
         .args(["--workers", "1"])
+        // No GenAI job runner: its worker processes would only take CPU from the tests.
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
@@ -100,7 +93,7 @@ impl Mlflow {
             "import json, mlflow\nfrom mlflow import MlflowClient\nmlflow.set_tracking_uri({uri:?})\nclient = MlflowClient({uri:?})\n{code}",
             uri = self.uri
         );
-        let o = Command::new(python())
+        let o = Command::new(oracle_python())
             .arg("-c")
             .arg(script)
             .output()
@@ -256,17 +249,10 @@ print(json.dumps({"status": run.info.status, "params": run.data.params, "tags": 
     // Inference through the registry: downloaded once, then from the cache.
     let rows = synthetic(dir.path(), "rows.csv", 12);
     for _ in 0..2 {
-        let o = catbert(
-            &[
-                "infer",
-                "--model",
-                "models:/acme_model@champion",
-                "--file",
-                s(&rows),
-                "--out",
-                s(&dir.path().join("p.csv")),
-                "--overwrite",
-            ],
+        let o = infer_to(
+            "models:/acme_model@champion",
+            &rows,
+            &dir.path().join("p.csv"),
             &env,
         );
         assert!(o.status.success(), "{}", stderr(&o));
@@ -286,17 +272,10 @@ print(json.dumps({"status": run.info.status, "params": run.data.params, "tags": 
     let weights = cached.join("acme_model/1/model/model.safetensors");
     let len = std::fs::metadata(&weights).unwrap().len();
     std::fs::write(&weights, b"truncated").unwrap();
-    let o = catbert(
-        &[
-            "infer",
-            "--model",
-            "models:/acme_model/1",
-            "--file",
-            s(&rows),
-            "--out",
-            s(&dir.path().join("p.csv")),
-            "--overwrite",
-        ],
+    let o = infer_to(
+        "models:/acme_model/1",
+        &rows,
+        &dir.path().join("p.csv"),
         &env,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -622,21 +601,7 @@ fn local_registry_versions_aliases_and_bad_references() {
     );
 
     let rows = synthetic(dir.path(), "rows.csv", 9);
-    let infer = |model: &str| {
-        catbert(
-            &[
-                "infer",
-                "--model",
-                model,
-                "--file",
-                s(&rows),
-                "--out",
-                s(&dir.path().join("p.csv")),
-                "--overwrite",
-            ],
-            &env,
-        )
-    };
+    let infer = |model: &str| infer_to(model, &rows, &dir.path().join("p.csv"), &env);
     assert!(infer("models:/shop@champion").status.success());
     assert!(infer("models:/shop@latest").status.success());
     let local = format!("the local registry at {}", home.display());

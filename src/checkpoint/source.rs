@@ -359,6 +359,15 @@ mod tests {
         );
     }
 
+    fn offline_hub() -> HubSettings {
+        HubSettings {
+            cache_dir: "/nonexistent".into(),
+            offline: true,
+            token: None,
+            endpoint: None,
+        }
+    }
+
     #[test]
     fn registry_references() {
         let r = |s: &str| ModelRef::try_parse(s).map(|m| m.to_string());
@@ -379,12 +388,7 @@ mod tests {
             "`model` \"models:/m/x\": version \"x\" is not a number from 1 (write models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME@latest)"
         );
         assert!(r("models:/m").is_err() && r("models:/@a").is_err());
-        let hub = HubSettings {
-            cache_dir: "/nonexistent".into(),
-            offline: true,
-            token: None,
-            endpoint: None,
-        };
+        let hub = offline_hub();
         let err = ModelRef::parse("models:/m@champion")
             .resolve(&hub)
             .unwrap_err();
@@ -396,12 +400,7 @@ mod tests {
 
     #[test]
     fn missing_local_path_is_file_not_found() {
-        let hub = HubSettings {
-            cache_dir: "/nonexistent".into(),
-            offline: true,
-            token: None,
-            endpoint: None,
-        };
+        let hub = offline_hub();
         let err = ModelRef::parse("./no/such/folder")
             .resolve(&hub)
             .unwrap_err()

@@ -25,6 +25,7 @@ use super::store::{
     now_ms, Batch, MetricPoint, ModelInfo, RunHandle, RunStatus, Store, VersionInfo,
 };
 use super::{copy_tree, validate_name};
+use crate::checkpoint::meta::read_json;
 use crate::error::{Error, Result};
 use crate::fsutil::write_bytes_atomic;
 
@@ -55,22 +56,6 @@ struct ModelFile {
     /// The highest version ever registered: numbers are not reused after a delete.
     #[serde(default)]
     last_version: u64,
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => Error::FileNotFound {
-            path: path.to_path_buf(),
-        },
-        _ => Error::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-        path: path.to_path_buf(),
-        reason: format!("not a valid registry file: {e}"),
-    })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

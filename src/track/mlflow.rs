@@ -335,6 +335,22 @@ impl MlflowStore {
         Ok(())
     }
 
+    /// Every item under `key` of a paged search (`max_results` 1000 a page).
+    fn search_all(&self, endpoint: &str, mut query: Value, key: &str) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        query["max_results"] = json!("1000");
+        loop {
+            let page = self.api("GET", endpoint, query.clone())?;
+            if let Some(found) = page.get(key).and_then(Value::as_array) {
+                items.extend(found.iter().cloned());
+            }
+            match page.get("next_page_token").and_then(Value::as_str) {
+                Some(token) if !token.is_empty() => query["page_token"] = json!(token),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     fn unknown_model(&self, name: &str) -> Error {
         let names: Vec<String> = self
             .list_models()

@@ -158,3 +158,28 @@ pub fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     std::fs::write(&p, content).unwrap();
     p
 }
+
+/// The oracle venv's Python (scripts/py-oracle.sh; CATBERT_ORACLE_VENV overrides).
+pub fn oracle_python() -> PathBuf {
+    let venv = std::env::var("CATBERT_ORACLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/catbert/oracle-venv")
+        });
+    venv.join("bin/python")
+}
+
+/// `catbert infer --model MODEL --file ROWS --out OUT --overwrite`, with extra environment.
+pub fn infer_to(model: &str, rows: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
+    let args = [
+        "infer",
+        "--model",
+        model,
+        "--file",
+        s(rows),
+        "--out",
+        s(out),
+        "--overwrite",
+    ];
+    catbert(&args, env)
+}

@@ -105,35 +105,8 @@ impl Store for MlflowStore {
     }
 
     fn list_models(&self) -> Result<Vec<ModelInfo>> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut q = json!({ "max_results": "1000" });
-            if let Some(t) = &token {
-                q["page_token"] = json!(t);
-            }
-            let v = self.api("GET", "registered-models/search", q)?;
-            for m in v
-                .get("registered_models")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                names.push(
-                    m.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            token = v
-                .get("next_page_token")
-                .and_then(Value::as_str)
-                .map(String::from);
-            if token.is_none() {
-                break;
-            }
-        }
+        let found = self.search_all("registered-models/search", json!({}), "registered_models")?;
+        let mut names: Vec<String> = found.iter().map(|m| str_at(m, &["name"])).collect();
         names.sort();
         names.iter().map(|n| self.model(n)).collect()
     }
@@ -166,40 +139,25 @@ impl Store for MlflowStore {
             }
         }
         let filter = format!("name='{}'", name.replace('\'', "\\'"));
-        let mut token: Option<String> = None;
-        loop {
-            let mut q = json!({ "filter": filter, "max_results": "1000" });
-            if let Some(t) = &token {
-                q["page_token"] = json!(t);
-            }
-            let v = self.api("GET", "model-versions/search", q)?;
-            for mv in v
-                .get("model_versions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                info.versions.push(VersionInfo {
-                    version: mv["version"]
-                        .as_str()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0),
-                    created_at: int_at(mv, "creation_timestamp"),
-                    run_id: mv["run_id"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                    source: mv["source"].as_str().unwrap_or_default().to_string(),
-                    tags: tags_of(mv),
-                });
-            }
-            token = v
-                .get("next_page_token")
-                .and_then(Value::as_str)
-                .map(String::from);
-            if token.is_none() {
-                break;
-            }
+        let found = self.search_all(
+            "model-versions/search",
+            json!({ "filter": filter }),
+            "model_versions",
+        )?;
+        for mv in &found {
+            info.versions.push(VersionInfo {
+                version: mv["version"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                created_at: int_at(mv, "creation_timestamp"),
+                run_id: mv["run_id"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+                source: mv["source"].as_str().unwrap_or_default().to_string(),
+                tags: tags_of(mv),
+            });
         }
         info.versions.sort_by_key(|v| v.version);
         Ok(info)
