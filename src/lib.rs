@@ -11,8 +11,12 @@
 //! Errors are [`Error`]s with an [`ErrorKind`] that front ends map to exit codes or HTTP
 //! statuses. Call [`runtime::init`] once at process start to size the math thread pool.
 //!
-//! Layers, arrows one way: `cli` (front end) → `infer`, `train` (application) → `checkpoint`,
-//! `model`, `data`, `metrics`, `tokenize` → `kernels`, `device`, `runtime`. Only `cli` prints.
+//! - **serve**: [`serve::Service`] answers classification requests with dynamic batching and
+//!   hot model swaps; [`server`] puts it behind HTTP (TEI's API and catbert's `/v1`).
+//!
+//! Layers, arrows one way: `cli`, `server` (front ends) → `infer`, `train`, `track`, `serve`
+//! (application) → `checkpoint`, `model`, `data`, `metrics`, `tokenize` → `kernels`,
+//! `device`, `runtime`. Only front ends print.
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -28,6 +32,8 @@ pub mod metrics;
 pub mod model;
 pub mod rng;
 pub mod runtime;
+pub mod serve;
+pub mod server;
 pub mod tokenize;
 pub mod track;
 pub mod train;

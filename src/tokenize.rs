@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 /// A tokenizer configured for our use: no padding, truncation at `max_len` tokens.
 pub struct TextEncoder {
     tokenizer: Tokenizer,
+    /// The same without truncation, made when a message needs a text's full length.
+    untruncated: std::sync::OnceLock<Tokenizer>,
     max_len: usize,
     pad_id: u32,
     source: PathBuf,
@@ -105,6 +107,7 @@ impl TextEncoder {
             .unwrap_or(0);
         Ok(Self {
             tokenizer,
+            untruncated: std::sync::OnceLock::new(),
             max_len,
             pad_id,
             source,
@@ -135,6 +138,37 @@ impl TextEncoder {
             .into_iter()
             .map(|e| e.get_ids().to_vec())
             .collect())
+    }
+
+    /// Token ids of one text, truncated, on the calling thread; and whether it was cut.
+    pub fn encode_one(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, true)
+            .map_err(|e| Error::Tokenizer {
+                path: self.source.clone(),
+                reason: format!("encoding failed: {e}"),
+            })?;
+        let truncated = !encoding.get_overflowing().is_empty();
+        Ok((encoding.get_ids().to_vec(), truncated))
+    }
+
+    /// How many tokens `text` has untruncated (special tokens included), for messages about
+    /// over-long texts; the untruncated tokenizer is made on first use.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let err = |e: tokenizers::Error| Error::Tokenizer {
+            path: self.source.clone(),
+            reason: format!("encoding failed: {e}"),
+        };
+        let untruncated = match self.untruncated.get() {
+            Some(t) => t,
+            None => {
+                let mut t = self.tokenizer.clone();
+                t.with_truncation(None).map_err(err)?;
+                self.untruncated.get_or_init(|| t)
+            }
+        };
+        Ok(untruncated.encode_fast(text, true).map_err(err)?.len())
     }
 
     /// The underlying tokenizer, e.g. to save it as `tokenizer.json` in a checkpoint.

@@ -8,6 +8,7 @@ mod infer;
 pub mod launch;
 mod progress;
 mod registry;
+mod serve;
 pub mod signals;
 mod tracking;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Registered models: list, show, promote, rollback, delete.
     Registry(registry::RegistryArgs),
+    /// Serve a classifier over HTTP (TEI-compatible /predict, /v1/predict, /v1/feedback).
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Options shared by every command that runs a model.
@@ -80,6 +83,7 @@ impl Command {
         match self {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
+            Command::Serve(a) => Some(&a.run),
             Command::Registry(_) => None,
         }
     }
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(args) => finetune::run(*args, &ui),
         Command::Infer(args) => infer::run(args, &ui),
         Command::Registry(args) => registry::run(args, &ui),
+        Command::Serve(args) => serve::run(*args, &ui),
     }
 }
 

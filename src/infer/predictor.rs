@@ -6,7 +6,7 @@ use crate::checkpoint::{Checkpoint, HubSettings, ModelRef, Resolver};
 use crate::data::batch::TokenBatch;
 use crate::device::{DeviceChoice, Precision};
 use crate::error::{with_batch_size, Error, Result};
-use crate::model::batched::{batch_top_k, predict_top_k, Progress, Quiet, TopK};
+use crate::model::batched::{batch_logits, batch_top_k, predict_top_k, Progress, Quiet, TopK};
 use crate::model::BertClassifier;
 use crate::tokenize::TextEncoder;
 
@@ -180,6 +180,27 @@ impl Predictor {
     /// Top-k of one batch as it is (no re-batching), rows in batch order.
     pub fn predict_batch(&self, batch: &TokenBatch, k: usize) -> Result<TopK> {
         with_batch_size(batch_top_k(&self.model, batch, k), batch.rows())
+    }
+
+    /// Id of the padding token.
+    pub fn pad_id(&self) -> u32 {
+        self.encoder.pad_id()
+    }
+
+    /// Logits of one batch as it is, row-major (`labels().len()` per row), rows in batch order.
+    pub fn logits_batch(&self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        with_batch_size(batch_logits(&self.model, batch), batch.rows())
+    }
+
+    /// Token ids of one text on the calling thread (no thread pool), and whether truncation to
+    /// [`Predictor::max_len`] cut it.
+    pub fn encode_one(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        self.encoder.encode_one(text)
+    }
+
+    /// How many tokens `text` has before truncation (for messages).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        self.encoder.count_tokens(text)
     }
 
     /// The batch of `encoded` rows, padded with this model's pad token where padding is needed.

@@ -154,6 +154,19 @@ pub fn batch_top_k(model: &BertClassifier, batch: &TokenBatch, k: usize) -> Resu
     Ok(TopK { k, classes, probs })
 }
 
+/// The logits of every text of one batch, row-major (`num_labels` per row), in batch order, as
+/// f32 whatever the compute precision.
+pub fn batch_logits(model: &BertClassifier, batch: &TokenBatch) -> Result<Vec<f32>> {
+    let logits = model
+        .forward(batch, &mut Mode::Eval)
+        .ctx("running the model")?;
+    logits
+        .to_dtype(DType::F32)
+        .and_then(|l| l.flatten_all())
+        .and_then(|l| l.to_vec1::<f32>())
+        .ctx("reading the logits")
+}
+
 /// Top-k of row-major probabilities with `classes` columns.
 pub fn top_k(probs: &[f32], classes: usize, k: usize) -> TopK {
     let k = k.min(classes);
