@@ -106,15 +106,25 @@ impl Linear {
     }
 }
 
+/// Up to this many rows (one short text) a CPU linear layer computes (W·xᵀ)ᵀ instead of
+/// x·Wᵀ: 8.8 → 7.6 ms for one 8-token text through MiniLM; slower from about 16 rows.
+const SMALL_ROWS: usize = 12;
+
 impl Linear {
     /// `x Wᵀ` without the bias, for callers that fuse the bias into the next op.
     fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&cast(&self.weight, self.compute)?.t()?)?;
+        let x = x.reshape((rows, in_dim))?;
+        let w = cast(&self.weight, self.compute)?;
+        // Few rows (one short text): gemm would repack all of Wᵀ for a handful of rows, which
+        // cost more than the product; W·xᵀ packs only x.
+        let y = if rows <= SMALL_ROWS && x.device().is_cpu() {
+            w.matmul(&x.t()?)?.t()?.contiguous()?
+        } else {
+            x.matmul(&w.t()?)?
+        };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
         y.reshape(out_dims)
