@@ -25,20 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Request bodies: one text per request, and 32 texts per request.
-"$py" - "$work" <<'EOF'
-import csv, json, sys
-out = sys.argv[1]
-with open("datasets/products/Query_and_Validation_Data.csv", newline="") as f:
-    texts = [r["product_description"] for r in csv.DictReader(f)]
-with open(f"{out}/single.jsonl", "w") as f:
-    for t in texts:
-        f.write(json.dumps({"inputs": t}) + "\n")
-with open(f"{out}/batch32.jsonl", "w") as f:
-    for i in range(0, len(texts) - 31, 32):
-        f.write(json.dumps({"inputs": [[t] for t in texts[i:i + 32]]}) + "\n")
-print(f"{len(texts)} queries", file=sys.stderr)
-EOF
+"$py" scripts/serve_bodies.py "$work"
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 wait_up() {

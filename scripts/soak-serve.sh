@@ -21,18 +21,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$py" - "$work" <<'EOF'
-import csv, json, sys
-out = sys.argv[1]
-with open("datasets/products/Query_and_Validation_Data.csv", newline="") as f:
-    texts = [r["product_description"] for r in csv.DictReader(f)]
-with open(f"{out}/single.jsonl", "w") as f:
-    for t in texts:
-        f.write(json.dumps({"inputs": t}) + "\n")
-with open(f"{out}/batch32.jsonl", "w") as f:
-    for i in range(0, len(texts) - 31, 32):
-        f.write(json.dumps({"inputs": [[t] for t in texts[i:i + 32]]}) + "\n")
-EOF
+"$py" scripts/serve_bodies.py "$work"
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CATBERT_HOME=$work/home ./target/release/catbert serve --model "$model" --port "$port" \
   --threads 2 --log-level warn 2>"$work/serve.log" &

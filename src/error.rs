@@ -49,6 +49,15 @@ pub const SETTING_KEYS: &[&str] = &[
     "tracking_optional",
     "no_tracking",
     "log_every",
+    "feedback",
+    "max_batch_tokens",
+    "max_batch_requests",
+    "max_concurrent_requests",
+    "max_client_batch_size",
+    "payload_limit",
+    "http_workers",
+    "poll",
+    "shutdown_timeout",
 ];
 
 /// What kind of failure an error is, for front ends to map to exit codes or HTTP statuses.

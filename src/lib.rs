@@ -25,6 +25,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod feedback;
 pub mod fsutil;
 pub mod infer;
 pub mod kernels;

@@ -427,7 +427,7 @@ fn answers_equal_catbert_infer_under_32_concurrent_clients() {
 fn limits_api_key_and_feedback() {
     let dir = tempfile::tempdir().unwrap();
     let model = minilm_cls();
-    let feedback = dir.path().join("fb/feedback.csv");
+    let feedback = dir.path().join("fb");
     let srv = Server::start(
         &[
             "--model",
@@ -509,14 +509,23 @@ fn limits_api_key_and_feedback() {
     let items = json!({"items": [{"text": "Oat milk, 1L", "label": labels[0]}, {"text": "Soap", "label": labels[1]}]});
     let (status, _, body) = post(&agent, &srv.url("/v1/feedback"), &items, Some("sesame"));
     assert_eq!((status, body), (200, json!({"stored": 2})));
-    let text = std::fs::read_to_string(&feedback).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "text,label,model_version,received_at");
-    assert!(
-        lines[1].starts_with(&format!("\"Oat milk, 1L\",{},", labels[0])),
-        "{text}"
+    // In the feedback store, read back through the library.
+    let stored = catbert::feedback::FeedbackStore::new(&feedback)
+        .read(None)
+        .unwrap();
+    let got: Vec<(&str, &str, &str)> = stored
+        .rows
+        .iter()
+        .map(|r| (r.text.as_str(), r.label.as_str(), r.source.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Oat milk, 1L", labels[0].as_str(), "serve"),
+            ("Soap", labels[1].as_str(), "serve")
+        ]
     );
-    assert_eq!(lines.len(), 3);
+    assert_eq!(stored.rows[0].model.as_deref(), Some(s(&model)));
     let bad = json!({"items": [{"text": "x", "label": "Toys"}]});
     let (status, _, body) = post(&agent, &srv.url("/v1/feedback"), &bad, Some("sesame"));
     assert_eq!(status, 422);

@@ -12,10 +12,12 @@ use super::{parse_format, RunArgs};
 use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
 use crate::data::{write_table, Format, Table};
 use crate::error::Error;
+use crate::feedback::{default_dir, FeedbackRow, FeedbackStore};
 use crate::infer::output::{default_output, long_frame, wide_frame};
 use crate::infer::scoring::{score_labelled_rows, Scored};
 use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::format_table;
+use crate::model::batched::TopK;
 use crate::track::Registry;
 
 #[derive(Debug, Args)]
@@ -69,6 +71,15 @@ pub struct InferArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// Feedback store for the rows --label-col verifies [default: the model's entry in the
+    /// local registry, CATBERT_HOME/models/NAME/feedback, or CATBERT_HOME/feedback/<folder>].
+    #[arg(long, requires = "label_col")]
+    pub feedback: Option<PathBuf>,
+
+    /// The client these rows belong to (recorded with the feedback).
+    #[arg(long)]
+    pub client: Option<String>,
+
     #[command(flatten)]
     pub store: StoreArgs,
 
@@ -89,13 +100,13 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_output(&args.file));
     check_output_path(&out, &args.file, args.overwrite)?;
 
-    let model = ModelRef::try_parse(&args.model)?;
-    let model = match &model {
+    let reference = ModelRef::try_parse(&args.model)?;
+    let model = match &reference {
         ModelRef::Registry { .. } => {
             let registry = Registry::new(args.store.open()?);
-            model.resolve_with(&HubSettings::from_env(), Some(&registry))?
+            reference.resolve_with(&HubSettings::from_env(), Some(&registry))?
         }
-        _ => model.resolve(&HubSettings::from_env())?,
+        _ => reference.resolve(&HubSettings::from_env())?,
     };
     let checkpoint = Checkpoint::open(&model.dir)?;
     let text_col = (args.text_col.as_deref())
@@ -136,6 +147,27 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     if let Some(col) = &args.label_col {
         let scored = score_labelled_rows(&table, &texts, &text_col, col, &top, labels, &out)?;
         show_scores(ui, col, scored.as_ref(), labels);
+        let store = FeedbackStore::new(
+            args.feedback
+                .clone()
+                .unwrap_or_else(|| default_dir(&reference)),
+        );
+        let added = store_feedback(
+            &store,
+            &args,
+            &table,
+            &texts,
+            col,
+            &top,
+            labels,
+            &model.origin,
+        )?;
+        if added > 0 {
+            ui.info(&format!(
+                "feedback: {added} verified rows added to {}",
+                store.dir().display()
+            ));
+        }
     }
     ui.result(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",
@@ -144,6 +176,49 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         out.display()
     ));
     Ok(())
+}
+
+/// Append the rows `col` verifies, with the model's top-1 and its probability, to `store`.
+#[allow(clippy::too_many_arguments)]
+fn store_feedback(
+    store: &FeedbackStore,
+    args: &InferArgs,
+    table: &Table,
+    texts: &[String],
+    col: &str,
+    top: &TopK,
+    labels: &[String],
+    origin: &str,
+) -> anyhow::Result<usize> {
+    let version = origin
+        .strip_prefix("models:/")
+        .and_then(|r| r.rsplit('/').next());
+    let source = format!(
+        "infer:{}",
+        args.file
+            .file_name()
+            .map_or("file".into(), |n| n.to_string_lossy())
+    );
+    let rows: Vec<FeedbackRow> = table
+        .labels(col)?
+        .into_iter()
+        .enumerate()
+        .filter_map(|(r, label)| {
+            let (class, p) = top.row(r).next()?;
+            Some(FeedbackRow {
+                predicted: Some(labels[class as usize].clone()),
+                probability: Some(p),
+                model: Some(args.model.clone()),
+                model_version: version.map(String::from),
+                client: args.client.clone(),
+                ..FeedbackRow::new(texts[r].clone(), label?, &source)
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(store.append(&rows)?)
 }
 
 /// Notices about the loaded model and the line saying what runs where.

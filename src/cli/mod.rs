@@ -2,6 +2,7 @@
 //! The only module that writes to the terminal, and the one place where library errors become
 //! a line and an exit code.
 
+mod feedback;
 mod finetune;
 mod finetune_view;
 mod infer;
@@ -49,6 +50,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Registered models: list, show, promote, rollback, delete.
     Registry(registry::RegistryArgs),
+    /// The feedback store: add verified rows from a file, show what a store holds.
+    Feedback(feedback::FeedbackArgs),
     /// Serve a classifier over HTTP (TEI-compatible /predict, /v1/predict, /v1/feedback).
     Serve(Box<serve::ServeArgs>),
 }
@@ -84,7 +87,7 @@ impl Command {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
             Command::Serve(a) => Some(&a.run),
-            Command::Registry(_) => None,
+            Command::Registry(_) | Command::Feedback(_) => None,
         }
     }
 
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(args) => infer::run(args, &ui),
         Command::Registry(args) => registry::run(args, &ui),
         Command::Serve(args) => serve::run(*args, &ui),
+        Command::Feedback(args) => feedback::run(args, &ui),
     }
 }
 

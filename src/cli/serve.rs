@@ -16,7 +16,6 @@ use crate::infer::PredictOptions;
 use crate::serve::model::ModelSource;
 use crate::serve::{ServeSettings, Service};
 use crate::server::{self, Level, Log, ServerOptions};
-use crate::track::local::LocalStore;
 use crate::track::Registry;
 
 #[derive(Debug, Args)]
@@ -76,7 +75,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CATBERT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Feedback file (CSV) [default: CATBERT_HOME/data/<model name>/feedback.csv].
+    /// Feedback store folder [default: the model's entry in the local registry,
+    /// CATBERT_HOME/models/NAME/feedback, or CATBERT_HOME/feedback/<folder name>].
     #[arg(long)]
     pub feedback: Option<PathBuf>,
 
@@ -107,22 +107,6 @@ fn at_least_one(value: usize, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `CATBERT_HOME/data/<name>/feedback.csv`: the registered name, else the folder's name.
-fn default_feedback(model: &ModelRef) -> PathBuf {
-    let name = match model {
-        ModelRef::Registry { name, .. } => name.clone(),
-        other => {
-            let text = other.to_string();
-            let last = text.trim_end_matches('/').rsplit(['/', '\\']).next();
-            last.unwrap_or("model").replace(['@', ':'], "_")
-        }
-    };
-    LocalStore::default_root()
-        .join("data")
-        .join(name)
-        .join("feedback.csv")
-}
-
 pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     for (v, key) in [
         (args.max_batch_tokens, "max_batch_tokens"),
@@ -143,10 +127,10 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         precision: args.run.precision,
         ..PredictOptions::default()
     };
-    let feedback_file = args
+    let feedback_dir = args
         .feedback
         .clone()
-        .unwrap_or_else(|| default_feedback(&model));
+        .unwrap_or_else(|| crate::feedback::default_dir(&model));
     let source = ModelSource::new(model, registry, args.run.device, options);
     let settings = ServeSettings {
         max_batch_tokens: args.max_batch_tokens,
@@ -154,7 +138,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         max_concurrent_requests: args.max_concurrent_requests,
         max_client_batch_size: args.max_client_batch_size,
         auto_truncate: args.auto_truncate,
-        feedback_file,
+        feedback_dir,
     };
     let service = Arc::new(Service::start(source, settings)?);
     let log = Log(args.log_level);
@@ -187,7 +171,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         p.device_description(),
         p.precision(),
         p.max_len(),
-        service.settings().feedback_file.display()
+        service.settings().feedback_dir.display()
     );
     for notice in p.notices() {
         ui.notice(notice);

@@ -5,7 +5,6 @@
 //! [`ServeError`]s to statuses and renders its answers as TEI's or catbert's JSON.
 
 pub mod batcher;
-pub mod feedback;
 pub mod metrics;
 pub mod model;
 
@@ -15,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batcher::{BatchLimits, Batcher, Scored};
-use feedback::FeedbackLog;
 use metrics::ServeMetrics;
 use model::{LoadedModel, ModelSlot, ModelSource};
 
 use crate::error::Result;
+use crate::feedback::{FeedbackRow, FeedbackStore};
 
 /// Limits and behaviour of a [`Service`].
 #[derive(Debug, Clone)]
@@ -34,8 +33,8 @@ pub struct ServeSettings {
     pub max_client_batch_size: usize,
     /// Truncate over-long texts when a request does not say.
     pub auto_truncate: bool,
-    /// The feedback file (CSV: text, label, model_version, received_at).
-    pub feedback_file: PathBuf,
+    /// The feedback store's folder.
+    pub feedback_dir: PathBuf,
 }
 
 /// What went wrong with a request, by the class of HTTP answer it deserves.
@@ -101,7 +100,7 @@ pub struct Service {
     metrics: Arc<ServeMetrics>,
     settings: ServeSettings,
     in_flight: AtomicUsize,
-    feedback: FeedbackLog,
+    feedback: FeedbackStore,
     /// Held while reloading; the version whose load failed last (not retried until the
     /// reference moves again or a forced reload).
     reloading: Mutex<Option<u64>>,
@@ -125,7 +124,7 @@ impl Service {
             source,
             batcher,
             metrics,
-            feedback: FeedbackLog::new(settings.feedback_file.clone()),
+            feedback: FeedbackStore::new(settings.feedback_dir.clone()),
             settings,
             in_flight: AtomicUsize::new(0),
             reloading: Mutex::new(None),
@@ -261,8 +260,16 @@ impl Service {
                 )));
             }
         }
+        let rows: Vec<FeedbackRow> = items
+            .iter()
+            .map(|(text, label)| FeedbackRow {
+                model: Some(model.reference.clone()),
+                model_version: Some(model.version_label()),
+                ..FeedbackRow::new(text.clone(), label.clone(), "serve")
+            })
+            .collect();
         self.feedback
-            .append(items, &model.version_label())
+            .append(&rows)
             .map_err(|e| ServeError::Unhealthy(e.to_string()))?;
         for (_, label) in items {
             self.metrics.feedback.add(&[("class", label)], 1.0);

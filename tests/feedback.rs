@@ -1,0 +1,174 @@
+//! The feedback store through the real binary: infer's verified rows, `feedback add` from
+//! files (several writers at once), `feedback stats`, and bad input.
+
+mod common;
+
+use catbert::feedback::FeedbackStore;
+use common::*;
+
+#[test]
+fn infer_stores_verified_rows_with_the_models_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = oracle().join("minilm-cls");
+    let queries = repo().join("datasets/products-sample/queries.csv");
+    let store = dir.path().join("fb");
+    let o = catbert(
+        &[
+            "infer",
+            "--model",
+            s(&model),
+            "--file",
+            s(&queries),
+            "--text-col",
+            "product_description",
+            "--label-col",
+            "HUMAN_VERIFIED_Category",
+            "--out",
+            s(&dir.path().join("p.csv")),
+            "--feedback",
+            s(&store),
+            "--client",
+            "acme",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = catbert::data::Table::read(&queries, None).unwrap();
+    let verified = table
+        .labels("HUMAN_VERIFIED_Category")
+        .unwrap()
+        .iter()
+        .flatten()
+        .count();
+    let set = FeedbackStore::new(&store).read(None).unwrap();
+    assert_eq!(set.read, verified);
+    assert!(stderr(&o).contains(&format!(
+        "feedback: {verified} verified rows added to {}",
+        store.display()
+    )));
+    let r = &set.rows[0];
+    assert!(r.predicted.is_some() && r.probability.is_some());
+    assert_eq!(r.client.as_deref(), Some("acme"));
+    assert_eq!(r.source, "infer:queries.csv");
+
+    let o = catbert(&["feedback", "stats", s(&store), "--model", s(&model)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(&format!(
+            "feedback in {}: {} rows",
+            store.display(),
+            set.rows.len()
+        )),
+        "{out}"
+    );
+    let agreed = set
+        .rows
+        .iter()
+        .filter(|r| r.predicted.as_deref() == Some(r.label.as_str()))
+        .count();
+    let line = format!(
+        "agreement with the model: {:.1} % of {} rows with a prediction",
+        agreed as f64 * 100.0 / set.rows.len() as f64,
+        set.rows.len()
+    );
+    assert!(out.contains(&line), "{out}\nwanted: {line}");
+}
+
+#[test]
+fn files_added_by_concurrent_writers_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("fb");
+    let files: Vec<_> = (0..4)
+        .map(|w| {
+            let mut csv = String::from("text,label\n");
+            for i in 0..50 {
+                csv.push_str(&format!(
+                    "item {w}-{i},{}\n",
+                    if i % 10 == 9 { "" } else { "drinks" }
+                ));
+            }
+            csv.push_str(&format!("toy {w},Toys\n"));
+            write(dir.path(), &format!("w{w}.csv"), csv.as_bytes())
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            catbert_cmd(
+                &[
+                    "feedback",
+                    "add",
+                    s(f),
+                    "--label-col",
+                    "label",
+                    "--feedback",
+                    s(&store),
+                ],
+                &[],
+            )
+            .output()
+        })
+        .collect();
+    for c in children {
+        let o = c.unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("46 verified rows added to"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("(5 rows without a label skipped)"));
+    }
+    let set = FeedbackStore::new(&store).read(None).unwrap();
+    assert_eq!((set.read, set.rows.len()), (4 * 46, 4 * 46));
+    // Labels the model does not know are listed by stats, given the model.
+    let tiny = oracle().join("tiny");
+    let o = catbert(&["feedback", "stats", s(&store), "--model", s(&tiny)], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("labels the model does not know (kept, not used for retraining):"),
+        "{out}"
+    );
+    assert!(out.contains("Toys (4)"), "{out}");
+}
+
+#[test]
+fn bad_feedback_input_gets_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "v.csv", b"text,verified\nmilk,dairy\n");
+    let store = dir.path().join("fb");
+    let o = catbert(
+        &[
+            "feedback",
+            "add",
+            s(&f),
+            "--label-col",
+            "label",
+            "--feedback",
+            s(&store),
+        ],
+        &[],
+    );
+    assert_error(
+        &o,
+        2,
+        &format!(
+            "error: {}: no column \"label\" (columns: text, verified)",
+            f.display()
+        ),
+    );
+    let o = catbert(&["feedback", "add", s(&f), "--label-col", "verified"], &[]);
+    assert_error(
+        &o,
+        2,
+        "error: name the feedback store: a folder (--feedback) or the model it belongs to (--model)",
+    );
+    let missing = dir.path().join("nowhere");
+    let o = catbert(&["feedback", "stats", s(&missing)], &[]);
+    assert_error(
+        &o,
+        2,
+        &format!("error: {}: file not found", missing.display()),
+    );
+}
