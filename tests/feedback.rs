@@ -172,3 +172,46 @@ fn bad_feedback_input_gets_one_line() {
         &format!("error: {}: file not found", missing.display()),
     );
 }
+
+#[test]
+fn finetune_learns_from_the_store_and_evaluates_on_its_newest_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 120);
+    let store = dir.path().join("fb");
+    // "milk" is dairy in training; the verification says home. Ten new texts, one foreign label.
+    let mut csv = String::from("text,label\nmilk,home\nrobot,toys\n");
+    for i in 0..10 {
+        csv.push_str(&format!("fresh juice {i},drinks\n"));
+    }
+    let f = write(dir.path(), "verified.csv", csv.as_bytes());
+    let o = catbert(
+        &["feedback", "add", s(&f), "--label-col", "label", "--feedback", s(&store)],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = catbert(
+        &[
+            "finetune", "--train", s(&train), "--model", s(&oracle().join("tiny")), "--epochs",
+            "1", "--out", s(&dir.path().join("ck")), "--feedback", s(&store), "--feedback-eval",
+            "0.25", "--no-tracking",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = format!(
+        "feedback from {}: 12 verified rows (0 confirm a training label, 1 relabel a training row, 7 new; 3 newest held out as the evaluation set; 1 with a label training lacks, not used; 0 conflicting texts, the latest verification kept); training rows 120 → 127",
+        store.display()
+    );
+    assert!(err.contains(&line), "{err}\nwanted: {line}");
+    assert!(err.contains(" 3 eval"), "{err}");
+    // A store that is not there is one line.
+    let o = catbert(
+        &[
+            "finetune", "--train", s(&train), "--model", s(&oracle().join("tiny")), "--out",
+            s(&dir.path().join("ck2")), "--feedback", s(&dir.path().join("none")), "--no-tracking",
+        ],
+        &[],
+    );
+    assert_error(&o, 2, &format!("error: {}: file not found", dir.path().join("none").display()));
+}

@@ -85,6 +85,17 @@ pub struct Settings {
     /// Stop when --metric has not improved for this many epochs [default: never].
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Feedback store (see `catbert feedback`): its verified rows join the training rows, a
+    /// verified label overriding the training label of the same text.
+    #[arg(long)]
+    pub feedback: Option<PathBuf>,
+    /// Only feedback verified on or after this day (YYYY-MM-DD).
+    #[arg(long, requires = "feedback")]
+    pub feedback_since: Option<String>,
+    /// Share of the newest verified rows held out as the evaluation set when there is no
+    /// --eval (0: none) [default: 0.2].
+    #[arg(long, requires = "feedback")]
+    pub feedback_eval: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -165,8 +176,48 @@ fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
         out,
         eval_batch_size,
         bucket_window,
-        patience
+        patience,
+        feedback,
+        feedback_since,
+        feedback_eval
     ))
+}
+
+/// Merge the feedback store at `dir` into `train`, holding out its newest rows as the
+/// evaluation set unless `has_eval`; say what came from where.
+fn with_feedback(
+    ui: &Ui,
+    s: &Settings,
+    config: &crate::train::FinetuneConfig,
+    train: &Table,
+    has_eval: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<crate::feedback::Merged> {
+    if !dir.is_dir() {
+        return Err(Error::FileNotFound {
+            path: dir.to_path_buf(),
+        }
+        .into());
+    }
+    let set = crate::feedback::FeedbackStore::new(dir).read(s.feedback_since.as_deref())?;
+    let label_col = crate::train::pick_label_column(train, &config.text_col, config.label_col.as_deref())?;
+    let share = if has_eval { 0.0 } else { s.feedback_eval.unwrap_or(0.2) };
+    let merged = crate::feedback::merge(train, &config.text_col, &label_col, &set, share, dir)?;
+    let m = &merged.summary;
+    ui.info(&format!(
+        "feedback from {}: {} verified rows ({} confirm a training label, {} relabel a training row, {} new; {} newest held out as the evaluation set; {} with a label training lacks, not used; {} conflicting texts, the latest verification kept); training rows {} → {}",
+        dir.display(),
+        m.feedback_rows,
+        m.confirmed,
+        m.relabelled,
+        m.added,
+        m.held_out,
+        m.unknown_label,
+        m.conflicts,
+        m.train_rows,
+        merged.train.rows()
+    ));
+    Ok(merged)
 }
 
 /// The library config: the settings given, defaults for the rest.
@@ -208,12 +259,23 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
     let tracking = Tracking::open(&args.track)?;
     let job = job.with_registry(tracking.registry.resolver());
     let out = s.out.clone().unwrap_or_else(|| default_out(&train_path));
-    let train = Table::read(&train_path, None)?;
-    let eval = s
+    let mut train = Table::read(&train_path, None)?;
+    let mut eval = s
         .eval
         .as_deref()
         .map(|p| Table::read(p, None))
         .transpose()?;
+    let mut eval_path = s.eval.clone();
+    let mut feedback_rows = None;
+    if let Some(dir) = &s.feedback {
+        let merged = with_feedback(ui, &s, job.config(), &train, eval.is_some(), dir)?;
+        feedback_rows = Some(merged.summary.feedback_rows);
+        train = merged.train;
+        if let Some(fresh) = merged.eval {
+            eval = Some(fresh);
+            eval_path = Some(dir.clone());
+        }
+    }
     let mode = match (args.resume, args.overwrite) {
         (true, _) => OutputMode::Resume,
         (_, true) => OutputMode::Overwrite,
@@ -225,12 +287,15 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         &prepared.summary,
         job.config(),
         &train_path,
-        s.eval.as_deref(),
+        eval_path.as_deref(),
         &out,
     );
     let mut data = vec![("train", train_path.as_path(), train.rows())];
     if let (Some(path), Some(table)) = (s.eval.as_deref(), eval.as_ref()) {
         data.push(("eval", path, table.rows()));
+    }
+    if let (Some(dir), Some(rows)) = (s.feedback.as_deref(), feedback_rows) {
+        data.push(("feedback", dir, rows));
     }
     let mut tracker = tracking.start(ui, &prepared, &out, &data)?;
     if let Some(t) = &tracker {

@@ -4,6 +4,7 @@
 //! concurrent writers never meet and a killed append leaves every earlier row readable.
 //! Reading deduplicates by text — the latest verification wins — and reports conflicts.
 
+mod merge;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,7 @@ use crate::data::{write_table, Table};
 use crate::error::{Error, Result};
 use crate::track::store::{format_time, now_ms};
 
+pub use merge::{merge, MergeSummary, Merged};
 pub use stats::{stats, FeedbackStats};
 
 /// One verified row.

@@ -372,7 +372,7 @@ impl Finetune {
 }
 
 /// `label` when present, else the only column besides the text.
-fn pick_label_column(table: &Table, text_col: &str, asked: Option<&str>) -> Result<String> {
+pub fn pick_label_column(table: &Table, text_col: &str, asked: Option<&str>) -> Result<String> {
     if let Some(c) = asked {
         if !table.has_column(c) {
             table.labels(c)?; // reports the missing column with the columns that exist

@@ -23,7 +23,7 @@ pub use callbacks::{
     Saved, SavedKind, Step,
 };
 pub use config::{FinetuneConfig, DEFAULT_BASE_MODEL};
-pub use job::{default_out, Finetune, Prepared, PreparedSummary};
+pub use job::{default_out, pick_label_column, Finetune, Prepared, PreparedSummary};
 pub use output::OutputMode;
 
 use crate::checkpoint::CheckpointWriter;
