@@ -185,15 +185,34 @@ fn finetune_learns_from_the_store_and_evaluates_on_its_newest_rows() {
     }
     let f = write(dir.path(), "verified.csv", csv.as_bytes());
     let o = catbert(
-        &["feedback", "add", s(&f), "--label-col", "label", "--feedback", s(&store)],
+        &[
+            "feedback",
+            "add",
+            s(&f),
+            "--label-col",
+            "label",
+            "--feedback",
+            s(&store),
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = catbert(
         &[
-            "finetune", "--train", s(&train), "--model", s(&oracle().join("tiny")), "--epochs",
-            "1", "--out", s(&dir.path().join("ck")), "--feedback", s(&store), "--feedback-eval",
-            "0.25", "--no-tracking",
+            "finetune",
+            "--train",
+            s(&train),
+            "--model",
+            s(&oracle().join("tiny")),
+            "--epochs",
+            "1",
+            "--out",
+            s(&dir.path().join("ck")),
+            "--feedback",
+            s(&store),
+            "--feedback-eval",
+            "0.25",
+            "--no-tracking",
         ],
         &[],
     );
@@ -208,10 +227,67 @@ fn finetune_learns_from_the_store_and_evaluates_on_its_newest_rows() {
     // A store that is not there is one line.
     let o = catbert(
         &[
-            "finetune", "--train", s(&train), "--model", s(&oracle().join("tiny")), "--out",
-            s(&dir.path().join("ck2")), "--feedback", s(&dir.path().join("none")), "--no-tracking",
+            "finetune",
+            "--train",
+            s(&train),
+            "--model",
+            s(&oracle().join("tiny")),
+            "--out",
+            s(&dir.path().join("ck2")),
+            "--feedback",
+            s(&dir.path().join("none")),
+            "--no-tracking",
         ],
         &[],
     );
-    assert_error(&o, 2, &format!("error: {}: file not found", dir.path().join("none").display()));
+    assert_error(
+        &o,
+        2,
+        &format!(
+            "error: {}: file not found",
+            dir.path().join("none").display()
+        ),
+    );
+}
+
+#[test]
+fn the_review_queue_lists_the_least_certain_unverified_rows_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = oracle().join("minilm-cls");
+    let queries = repo().join("datasets/products-sample/queries.csv");
+    let review = dir.path().join("review.csv");
+    let out = dir.path().join("p.csv");
+    let o = catbert(
+        &[
+            "infer", "--model", s(&model), "--file", s(&queries), "--text-col",
+            "product_description", "--label-col", "HUMAN_VERIFIED_Category", "--out", s(&out),
+            "--feedback", s(&dir.path().join("fb")), "--review-out", s(&review),
+            "--review-budget", "25",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!(
+        "25 rows to review (smallest margin first) -> {}",
+        review.display()
+    )));
+    let table = catbert::data::Table::read(&review, None).unwrap();
+    assert_eq!(table.rows(), 25);
+    let margins = table.texts("margin").unwrap();
+    let margins: Vec<f64> = margins.iter().map(|m| m.parse().unwrap()).collect();
+    assert!(margins.windows(2).all(|w| w[0] <= w[1]), "{margins:?}");
+    // No queued row is already verified, and no unverified row has a smaller margin than the
+    // last one queued.
+    let input = catbert::data::Table::read(&queries, None).unwrap();
+    let verified = input.labels("HUMAN_VERIFIED_Category").unwrap();
+    let rows: Vec<usize> = table.texts("row_id").unwrap().iter().map(|r| r.parse().unwrap()).collect();
+    assert!(rows.iter().all(|&r| verified[r].is_none()));
+    let preds = catbert::data::Table::read(&out, None).unwrap();
+    let p1 = preds.texts("probability_1").unwrap();
+    let p2 = preds.texts("probability_2").unwrap();
+    let worst = margins[24];
+    for r in (0..verified.len()).filter(|&r| verified[r].is_none() && !rows.contains(&r)) {
+        let m: f64 = p1[r].parse::<f64>().unwrap() - p2[r].parse::<f64>().unwrap();
+        assert!(m >= worst - 1e-6, "row {r}: margin {m} < {worst}");
+    }
 }

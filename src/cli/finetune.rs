@@ -200,8 +200,13 @@ fn with_feedback(
         .into());
     }
     let set = crate::feedback::FeedbackStore::new(dir).read(s.feedback_since.as_deref())?;
-    let label_col = crate::train::pick_label_column(train, &config.text_col, config.label_col.as_deref())?;
-    let share = if has_eval { 0.0 } else { s.feedback_eval.unwrap_or(0.2) };
+    let label_col =
+        crate::train::pick_label_column(train, &config.text_col, config.label_col.as_deref())?;
+    let share = if has_eval {
+        0.0
+    } else {
+        s.feedback_eval.unwrap_or(0.2)
+    };
     let merged = crate::feedback::merge(train, &config.text_col, &label_col, &set, share, dir)?;
     let m = &merged.summary;
     ui.info(&format!(

@@ -14,6 +14,7 @@ use crate::data::{write_table, Format, Table};
 use crate::error::Error;
 use crate::feedback::{default_dir, FeedbackRow, FeedbackStore};
 use crate::infer::output::{default_output, long_frame, wide_frame};
+use crate::infer::review::{keep_top, review_frame, review_queue};
 use crate::infer::scoring::{score_labelled_rows, Scored};
 use crate::infer::{PredictOptions, Predictor};
 use crate::metrics::format_table;
@@ -80,6 +81,15 @@ pub struct InferArgs {
     #[arg(long)]
     pub client: Option<String>,
 
+    /// Write the rows most worth verifying to this file (smallest margin between the top two
+    /// probabilities first, ties by entropy; rows already verified in --label-col left out).
+    #[arg(long)]
+    pub review_out: Option<PathBuf>,
+
+    /// How many rows --review-out lists.
+    #[arg(long, default_value_t = 100, requires = "review_out")]
+    pub review_budget: usize,
+
     #[command(flatten)]
     pub store: StoreArgs,
 
@@ -132,8 +142,15 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let bar = ui.bar(texts.len() as u64, "infer");
-    let top = predictor.predict_encoded(&predictor.encode(&texts)?, args.top_k, &bar)?;
+    // The review queue needs every class's probability; the output keeps the top k.
+    let k = if args.review_out.is_some() {
+        predictor.labels().len()
+    } else {
+        args.top_k
+    };
+    let full = predictor.predict_encoded(&predictor.encode(&texts)?, k, &bar)?;
     drop(bar);
+    let top = keep_top(&full, args.top_k);
     let seconds = start.elapsed().as_secs_f64();
 
     let labels = predictor.labels();
@@ -168,6 +185,21 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
                 store.dir().display()
             ));
         }
+    }
+    if let Some(path) = &args.review_out {
+        let verified = match &args.label_col {
+            Some(col) => table.labels(col)?.iter().map(Option::is_some).collect(),
+            None => vec![false; texts.len()],
+        };
+        let queue = review_queue(&full, args.review_budget, |r| !verified[r]);
+        let mut frame =
+            review_frame(&queue, &full, &texts, labels).context("building the review queue")?;
+        write_table(&mut frame, path, None)?;
+        ui.result(&format!(
+            "{} rows to review (smallest margin first) -> {}",
+            queue.len(),
+            path.display()
+        ));
     }
     ui.result(&format!(
         "{} rows in {seconds:.2} s ({:.1} rows/s) -> {}",

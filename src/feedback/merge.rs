@@ -41,7 +41,11 @@ pub struct Merged {
     pub summary: MergeSummary,
 }
 
-fn table(path: &std::path::Path, cols: [&str; 2], rows: Vec<(String, Option<String>)>) -> Result<Table> {
+fn table(
+    path: &std::path::Path,
+    cols: [&str; 2],
+    rows: Vec<(String, Option<String>)>,
+) -> Result<Table> {
     let (texts, labels): (Vec<String>, Vec<Option<String>>) = rows.into_iter().unzip();
     let frame = DataFrame::new_infer_height(vec![
         Column::new(cols[0].into(), texts),
@@ -147,7 +151,13 @@ mod tests {
             Column::new("text".into(), vec!["milk", "soap", "cola", "tea", "cola"]),
             Column::new(
                 "label".into(),
-                vec![Some("dairy"), Some("home"), Some("dairy"), Some("drinks"), Some("dairy")],
+                vec![
+                    Some("dairy"),
+                    Some("home"),
+                    Some("dairy"),
+                    Some("drinks"),
+                    Some("dairy"),
+                ],
             ),
         ])
         .unwrap();

@@ -4,6 +4,7 @@
 
 pub mod output;
 mod predictor;
+pub mod review;
 pub mod scoring;
 
 pub use crate::model::batched::{
