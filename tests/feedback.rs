@@ -259,10 +259,23 @@ fn the_review_queue_lists_the_least_certain_unverified_rows_first() {
     let out = dir.path().join("p.csv");
     let o = catbert(
         &[
-            "infer", "--model", s(&model), "--file", s(&queries), "--text-col",
-            "product_description", "--label-col", "HUMAN_VERIFIED_Category", "--out", s(&out),
-            "--feedback", s(&dir.path().join("fb")), "--review-out", s(&review),
-            "--review-budget", "25",
+            "infer",
+            "--model",
+            s(&model),
+            "--file",
+            s(&queries),
+            "--text-col",
+            "product_description",
+            "--label-col",
+            "HUMAN_VERIFIED_Category",
+            "--out",
+            s(&out),
+            "--feedback",
+            s(&dir.path().join("fb")),
+            "--review-out",
+            s(&review),
+            "--review-budget",
+            "25",
         ],
         &[],
     );
@@ -280,7 +293,12 @@ fn the_review_queue_lists_the_least_certain_unverified_rows_first() {
     // last one queued.
     let input = catbert::data::Table::read(&queries, None).unwrap();
     let verified = input.labels("HUMAN_VERIFIED_Category").unwrap();
-    let rows: Vec<usize> = table.texts("row_id").unwrap().iter().map(|r| r.parse().unwrap()).collect();
+    let rows: Vec<usize> = table
+        .texts("row_id")
+        .unwrap()
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
     assert!(rows.iter().all(|&r| verified[r].is_none()));
     let preds = catbert::data::Table::read(&out, None).unwrap();
     let p1 = preds.texts("probability_1").unwrap();

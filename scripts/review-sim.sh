@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Does the review queue choose better rows to verify than chance? A simulation on the product
+# data with its human-verified labels:
+#   - the 938 verified queries are split in two (seeded): a pool whose labels we pretend not to
+#     know, and a test set;
+#   - a base model is fine-tuned on the bundled 3,000-row sample (configs/products-sample.toml
+#     settings, its queries not used);
+#   - N pool rows are "verified" (their human labels looked up) twice: the N the review queue
+#     of the base model lists (`infer --review-out --review-budget N`), and N at random (SEEDS
+#     draws); each set goes into a feedback store and a fresh fine-tune on sample + feedback;
+#   - every model is scored on the test set: f1_min, weighted F1, accuracy.
+# Usage: scripts/review-sim.sh [N, default 100] [SEEDS, default 2]   (about 75 s per fine-tune
+# on 2 cores, 2 + SEEDS fine-tunes)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+n=${1:-100}
+seeds=${2:-2}
+py=$("$root/scripts/py-oracle.sh")
+scripts/fetch-model.sh >/dev/null
+cargo build --release --locked --quiet
+bin=$root/target/release/catbert
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export CATBERT_HOME=$work/home
+
+"$py" - "$work" <<'EOF'
+import csv, random, sys
+out = sys.argv[1]
+with open("datasets/products/Query_and_Validation_Data.csv", newline="") as f:
+    rows = [r for r in csv.DictReader(f) if r["HUMAN_VERIFIED_Category"].strip()]
+random.Random(7).shuffle(rows)
+half = len(rows) // 2
+for name, part in (("pool", rows[:half]), ("test", rows[half:])):
+    with open(f"{out}/{name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows((r["product_description"], r["HUMAN_VERIFIED_Category"]) for r in part)
+print(f"{half} pool rows, {len(rows) - half} test rows", file=sys.stderr)
+EOF
+
+train() { # $1 = out folder, rest = extra flags
+  local out=$1
+  shift
+  "$bin" finetune --train datasets/products-sample/train.csv --text-col product_description \
+    --label-col Category --model models/all-MiniLM-L6-v2 --epochs 2 --metric f1_min \
+    --eval "$work/test.csv" --eval-label-col label --out "$work/$out" --no-tracking -q "$@" \
+    >/dev/null 2>"$work/$out.log" || { cat "$work/$out.log"; exit 1; }
+}
+score() { # the kept epoch's scores on the test set
+  "$py" -c '
+import json, sys
+m = json.load(open(sys.argv[1] + "/catbert.json"))
+e = next(r for r in m["epochs"] if r["epoch"] == m["best_epoch"])["eval"]
+print(f"{e[\"f1_min\"]:.4f} {e[\"f1_weighted\"]:.4f} {e[\"accuracy\"]:.4f}")' "$work/$1"
+}
+
+train base
+# The pool as the base model sees it: the review queue, labels hidden (text column only).
+"$py" -c '
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+w = csv.writer(open(sys.argv[2], "w", newline=""))
+w.writerow(["text"]); w.writerows([r["text"]] for r in rows)' "$work/pool.csv" "$work/pool-unlabelled.csv"
+"$bin" infer --model "$work/base" --file "$work/pool-unlabelled.csv" --out "$work/pool.pred.csv" \
+  --review-out "$work/review.csv" --review-budget "$n" -q 2>/dev/null
+
+verify() { # $1 = name, $2 = file of chosen row ids (one per line): feedback store from pool labels
+  "$py" - "$work/pool.csv" "$2" "$work/$1.csv" <<'EOF'
+import csv, sys
+pool = list(csv.DictReader(open(sys.argv[1])))
+ids = [int(l) for l in open(sys.argv[2]) if l.strip()]
+w = csv.writer(open(sys.argv[3], "w", newline=""))
+w.writerow(["text", "label"])
+w.writerows((pool[i]["text"], pool[i]["label"]) for i in ids)
+EOF
+  "$bin" feedback add "$work/$1.csv" --label-col label --feedback "$work/fb-$1" -q 2>/dev/null
+  train "$1" --feedback "$work/fb-$1" --feedback-eval 0
+}
+"$py" -c '
+import csv, sys
+print("\n".join(r["row_id"] for r in csv.DictReader(open(sys.argv[1]))))' "$work/review.csv" >"$work/review.ids"
+verify reviewed "$work/review.ids"
+
+printf '| rows verified (%s of the pool) | f1_min | weighted F1 | accuracy |\n| --- | ---: | ---: | ---: |\n' "$n"
+printf '| none (base model) | %s | %s | %s |\n' $(score base)
+printf '| the review queue | %s | %s | %s |\n' $(score reviewed)
+for seed in $(seq "$seeds"); do
+  "$py" -c '
+import random, sys
+n_pool = sum(1 for _ in open(sys.argv[1])) - 1
+print("\n".join(map(str, random.Random(int(sys.argv[3])).sample(range(n_pool), int(sys.argv[2])))))' \
+    "$work/pool.csv" "$n" "$seed" >"$work/random$seed.ids"
+  verify "random$seed" "$work/random$seed.ids"
+  printf '| random (seed %s) | %s | %s | %s |\n' "$seed" $(score "random$seed")
+done
