@@ -34,7 +34,7 @@ half = len(rows) // 2
 for name, part in (("pool", rows[:half]), ("test", rows[half:])):
     with open(f"{out}/{name}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["text", "label"])
+        w.writerow(["product_description", "label"])
         w.writerows((r["product_description"], r["HUMAN_VERIFIED_Category"]) for r in part)
 print(f"{half} pool rows, {len(rows) - half} test rows", file=sys.stderr)
 EOF
@@ -52,7 +52,7 @@ score() { # the kept epoch's scores on the test set
 import json, sys
 m = json.load(open(sys.argv[1] + "/catbert.json"))
 e = next(r for r in m["epochs"] if r["epoch"] == m["best_epoch"])["eval"]
-print(f"{e[\"f1_min\"]:.4f} {e[\"f1_weighted\"]:.4f} {e[\"accuracy\"]:.4f}")' "$work/$1"
+print("%.4f %.4f %.4f" % (e["f1_min"], e["f1_weighted"], e["accuracy"]))' "$work/$1"
 }
 
 train base
@@ -61,8 +61,8 @@ train base
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 w = csv.writer(open(sys.argv[2], "w", newline=""))
-w.writerow(["text"]); w.writerows([r["text"]] for r in rows)' "$work/pool.csv" "$work/pool-unlabelled.csv"
-"$bin" infer --model "$work/base" --file "$work/pool-unlabelled.csv" --out "$work/pool.pred.csv" \
+w.writerow(["text"]); w.writerows([r["product_description"]] for r in rows)' "$work/pool.csv" "$work/pool-unlabelled.csv"
+"$bin" infer --model "$work/base" --file "$work/pool-unlabelled.csv" --text-col text --out "$work/pool.pred.csv" \
   --review-out "$work/review.csv" --review-budget "$n" -q 2>/dev/null
 
 verify() { # $1 = name, $2 = file of chosen row ids (one per line): feedback store from pool labels
@@ -72,7 +72,7 @@ pool = list(csv.DictReader(open(sys.argv[1])))
 ids = [int(l) for l in open(sys.argv[2]) if l.strip()]
 w = csv.writer(open(sys.argv[3], "w", newline=""))
 w.writerow(["text", "label"])
-w.writerows((pool[i]["text"], pool[i]["label"]) for i in ids)
+w.writerows((pool[i]["product_description"], pool[i]["label"]) for i in ids)
 EOF
   "$bin" feedback add "$work/$1.csv" --label-col label --feedback "$work/fb-$1" -q 2>/dev/null
   train "$1" --feedback "$work/fb-$1" --feedback-eval 0
