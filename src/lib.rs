@@ -31,6 +31,7 @@ pub mod infer;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod rng;
 pub mod runtime;
 pub mod serve;

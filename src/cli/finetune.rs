@@ -325,6 +325,24 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         }
     };
     print_outcome(ui, &outcome, &job.config().hyper, &out, started.elapsed());
+    // The reference `catbert monitor` compares later windows with: the kept model on the
+    // rows that chose it.
+    let predictor = crate::infer::Predictor::load(
+        &crate::checkpoint::ModelRef::Folder(out.clone()),
+        args.run.device,
+        crate::infer::PredictOptions {
+            max_len: job.config().max_len,
+            precision: args.run.precision,
+            ..Default::default()
+        },
+    )?;
+    let profile = crate::monitor::Profile::of(&predictor, &rows.0)?;
+    profile.save(&out)?;
+    ui.info(&format!(
+        "reference profile of {} rows for catbert monitor: {}",
+        profile.rows,
+        out.join(crate::monitor::PROFILE_FILE).display()
+    ));
     if let Some(t) = tracker.as_mut() {
         tracking.finish(ui, t, &outcome, &out, (&rows.0, &rows.1), args.run.device)?;
     }

@@ -7,6 +7,7 @@ mod finetune;
 mod finetune_view;
 mod infer;
 pub mod launch;
+mod monitor;
 mod progress;
 mod registry;
 mod serve;
@@ -52,6 +53,8 @@ pub enum Command {
     Registry(registry::RegistryArgs),
     /// The feedback store: add verified rows from a file, show what a store holds.
     Feedback(feedback::FeedbackArgs),
+    /// Quality and drift per window of predictions; exit code 3 when the latest alerts.
+    Monitor(monitor::MonitorArgs),
     /// Serve a classifier over HTTP (TEI-compatible /predict, /v1/predict, /v1/feedback).
     Serve(Box<serve::ServeArgs>),
 }
@@ -87,7 +90,7 @@ impl Command {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
             Command::Serve(a) => Some(&a.run),
-            Command::Registry(_) | Command::Feedback(_) => None,
+            Command::Registry(_) | Command::Feedback(_) | Command::Monitor(_) => None,
         }
     }
 
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(args) => registry::run(args, &ui),
         Command::Serve(args) => serve::run(*args, &ui),
         Command::Feedback(args) => feedback::run(args, &ui),
+        Command::Monitor(args) => monitor::run(args, &ui),
     }
 }
 

@@ -182,6 +182,11 @@ impl Predictor {
         with_batch_size(batch_top_k(&self.model, batch, k), batch.rows())
     }
 
+    /// Id of the `[UNK]` token, when the vocabulary has one.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.encoder.tokenizer().token_to_id("[UNK]")
+    }
+
     /// Id of the padding token.
     pub fn pad_id(&self) -> u32 {
         self.encoder.pad_id()
