@@ -740,3 +740,51 @@ fn a_moved_alias_is_served_without_a_failed_request_and_a_broken_one_is_not() {
     }
     assert_eq!(get(&srv.url("/info")).2["model_version"], 2);
 }
+
+#[test]
+fn drift_gauges_follow_the_recent_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 300);
+    let ck = dir.path().join("ck");
+    let o = catbert(
+        &[
+            "finetune",
+            "--train",
+            s(&train),
+            "--model",
+            s(&oracle().join("tiny")),
+            "--epochs",
+            "1",
+            "--out",
+            s(&ck),
+            "--no-tracking",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let srv = Server::start(&["--model", s(&ck)], &[]);
+    let agent = ureq::agent();
+    let texts: Vec<String> = (0..12).map(|i| format!("milk cheese {i}")).collect();
+    let (status, _, _) = post(
+        &agent,
+        &srv.url("/v1/predict"),
+        &json!({"texts": texts}),
+        None,
+    );
+    assert_eq!(status, 200);
+    let text = ureq::get(&srv.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        text.contains("catbert_drift{measure=\"window_rows\"} 12\n"),
+        "{text}"
+    );
+    for m in ["js_classes", "psi_classes", "psi_top1", "mean_top1"] {
+        assert!(
+            text.contains(&format!("catbert_drift{{measure=\"{m}\"}} ")),
+            "{m}: {text}"
+        );
+    }
+}

@@ -241,6 +241,8 @@ pub struct ServeMetrics {
     pub top1_probability: Histo,
     /// Feedback items accepted.
     pub feedback: Counter,
+    /// Drift of the recent predictions against the model's reference profile, by measure.
+    pub drift: Gauge,
 }
 
 impl Default for ServeMetrics {
@@ -283,6 +285,10 @@ impl Default for ServeMetrics {
                 PROBABILITY_BUCKETS,
             ),
             feedback: Counter::new("catbert_feedback_total", "Feedback items stored, by label"),
+            drift: Gauge::new(
+                "catbert_drift",
+                "Recent predictions against the reference profile: js_classes, psi_classes, psi_top1, mean_top1, window_rows",
+            ),
         }
     }
 }
@@ -303,6 +309,7 @@ impl ServeMetrics {
         self.predictions.render(&mut out);
         self.top1_probability.render(&mut out);
         self.feedback.render(&mut out);
+        self.drift.render(&mut out);
         out
     }
 }

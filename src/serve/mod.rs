@@ -104,7 +104,12 @@ pub struct Service {
     /// Held while reloading; the version whose load failed last (not retried until the
     /// reference moves again or a forced reload).
     reloading: Mutex<Option<u64>>,
+    /// The latest predictions (top-1 class, its probability), for the drift gauges.
+    recent: Mutex<std::collections::VecDeque<(usize, f32)>>,
 }
+
+/// Predictions the drift gauges look back over.
+pub const DRIFT_WINDOW: usize = 1000;
 
 impl Service {
     /// Load the model and start the inference thread.
@@ -128,6 +133,7 @@ impl Service {
             settings,
             in_flight: AtomicUsize::new(0),
             reloading: Mutex::new(None),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(DRIFT_WINDOW)),
         })
     }
 
@@ -224,9 +230,14 @@ impl Service {
             }
         }
         let labels = model.predictor.labels();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for s in &scored {
             let p = softmax(&s.logits);
             let best = top_indices(&p, 1)[0];
+            if recent.len() == DRIFT_WINDOW {
+                recent.pop_front();
+            }
+            recent.push_back((best, p[best]));
             self.metrics
                 .predictions
                 .add(&[("class", labels[best].as_str())], 1.0);
@@ -234,6 +245,7 @@ impl Service {
                 .top1_probability
                 .observe(&[], f64::from(p[best]));
         }
+        drop(recent);
         Ok(Classified {
             model,
             texts: scored,
@@ -302,7 +314,49 @@ impl Service {
         record_model(&self.metrics, &model, "ok");
         let to = model.version_label();
         self.slot.swap(model);
+        // The recent predictions were the old model's.
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(Reload::Swapped { from, to })
+    }
+}
+
+impl Service {
+    /// Set the drift gauges from the recent predictions and the model's reference profile
+    /// (nothing when the checkpoint has no profile or nothing was predicted yet).
+    pub fn update_drift(&self) {
+        let model = self.slot.current();
+        let Some(reference) = &model.profile else {
+            return;
+        };
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.is_empty() || reference.classes.len() != model.predictor.labels().len() {
+            return;
+        }
+        let mut predicted = vec![0.0; reference.classes.len()];
+        for &(c, _) in recent.iter() {
+            predicted[c] += 1.0;
+        }
+        let probs: Vec<f64> = recent.iter().map(|&(_, p)| f64::from(p)).collect();
+        let top1 = crate::monitor::drift::histogram(
+            probs.iter().copied(),
+            crate::monitor::PROB_BINS,
+            0.0,
+            1.0,
+        );
+        let n = recent.len() as f64;
+        drop(recent);
+        let g = &self.metrics.drift;
+        let js = crate::monitor::drift::js_distance(&reference.predicted, &predicted);
+        g.set(&[("measure", "js_classes")], js);
+        let psi = crate::monitor::drift::psi(&reference.predicted, &predicted);
+        g.set(&[("measure", "psi_classes")], psi);
+        let psi_top1 = crate::monitor::drift::psi(&reference.top1, &top1);
+        g.set(&[("measure", "psi_top1")], psi_top1);
+        g.set(&[("measure", "mean_top1")], probs.iter().sum::<f64>() / n);
+        g.set(&[("measure", "window_rows")], n);
     }
 }
 

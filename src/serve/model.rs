@@ -5,10 +5,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::checkpoint::{ModelRef, Selector};
+use crate::checkpoint::{Checkpoint, HubSettings, ModelRef, Selector};
 use crate::device::DeviceChoice;
 use crate::error::Result;
 use crate::infer::{PredictOptions, Predictor};
+use crate::monitor::Profile;
 use crate::track::store::now_ms;
 use crate::track::Registry;
 
@@ -22,6 +23,8 @@ pub struct LoadedModel {
     pub version: Option<u64>,
     /// When it was loaded (ms since the epoch).
     pub loaded_at: i64,
+    /// Its reference profile (from training), when the checkpoint has one.
+    pub profile: Option<Profile>,
 }
 
 impl LoadedModel {
@@ -123,12 +126,23 @@ impl ModelSource {
             },
             (other, _) => other.clone(),
         };
-        let predictor = Predictor::load(&pinned, self.device, self.options.clone())?;
+        let hub = (self.options.hub.clone()).unwrap_or_else(HubSettings::from_env);
+        let registry = self.options.registry.as_ref().map(|r| &*r.0);
+        let folder = pinned.resolve_with(&hub, registry)?;
+        let profile = Profile::load(&folder.dir)?;
+        let checkpoint = Checkpoint::open(&folder.dir)?;
+        let predictor = Predictor::from_checkpoint(
+            checkpoint,
+            &folder.origin,
+            self.device,
+            self.options.clone(),
+        )?;
         Ok(LoadedModel {
             predictor,
             reference: self.reference(),
             version,
             loaded_at: now_ms(),
+            profile,
         })
     }
 }

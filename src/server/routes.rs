@@ -211,6 +211,7 @@ pub async fn health(State(app): State<App>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<App>) -> Response {
+    app.service.update_drift();
     (
         [(
             header::CONTENT_TYPE,
