@@ -32,6 +32,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod serve;

@@ -225,6 +225,46 @@ fn with_feedback(
     Ok(merged)
 }
 
+/// Beside the checkpoint: the reference profile `catbert monitor` compares later windows with
+/// (the kept model on the rows that chose it), and `report.html` with those rows scored.
+fn profile_and_report(
+    ui: &Ui,
+    out: &std::path::Path,
+    rows: &(Vec<String>, Vec<String>),
+    run: &RunArgs,
+    max_len: Option<usize>,
+) -> anyhow::Result<()> {
+    let predictor = crate::infer::Predictor::load(
+        &crate::checkpoint::ModelRef::Folder(out.to_path_buf()),
+        run.device,
+        crate::infer::PredictOptions {
+            max_len,
+            precision: run.precision,
+            ..Default::default()
+        },
+    )?;
+    let profile = crate::monitor::Profile::of(&predictor, &rows.0)?;
+    profile.save(out)?;
+    ui.info(&format!(
+        "reference profile of {} rows for catbert monitor: {}",
+        profile.rows,
+        out.join(crate::monitor::PROFILE_FILE).display()
+    ));
+    let Some(meta) = predictor.meta() else {
+        return Ok(());
+    };
+    let html = super::report::html(
+        &predictor,
+        meta,
+        &rows.0,
+        &rows.1,
+        "the rows that chose the best epoch",
+    )?;
+    crate::fsutil::write_bytes_atomic(&out.join("report.html"), html.as_bytes())?;
+    ui.info(&format!("report: {}", out.join("report.html").display()));
+    Ok(())
+}
+
 /// The library config: the settings given, defaults for the rest.
 fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
     let d = FinetuneConfig::default();
@@ -324,25 +364,11 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    // What monitoring and people look at later; neither may cost the training result.
+    if let Err(e) = profile_and_report(ui, &out, &rows, &args.run, job.config().max_len) {
+        ui.notice(&format!("no reference profile or report: {e:#}"));
+    }
     print_outcome(ui, &outcome, &job.config().hyper, &out, started.elapsed());
-    // The reference `catbert monitor` compares later windows with: the kept model on the
-    // rows that chose it.
-    let predictor = crate::infer::Predictor::load(
-        &crate::checkpoint::ModelRef::Folder(out.clone()),
-        args.run.device,
-        crate::infer::PredictOptions {
-            max_len: job.config().max_len,
-            precision: args.run.precision,
-            ..Default::default()
-        },
-    )?;
-    let profile = crate::monitor::Profile::of(&predictor, &rows.0)?;
-    profile.save(&out)?;
-    ui.info(&format!(
-        "reference profile of {} rows for catbert monitor: {}",
-        profile.rows,
-        out.join(crate::monitor::PROFILE_FILE).display()
-    ));
     if let Some(t) = tracker.as_mut() {
         tracking.finish(ui, t, &outcome, &out, (&rows.0, &rows.1), args.run.device)?;
     }

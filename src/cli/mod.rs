@@ -10,6 +10,7 @@ pub mod launch;
 mod monitor;
 mod progress;
 mod registry;
+mod report;
 mod serve;
 pub mod signals;
 mod tracking;
@@ -55,6 +56,8 @@ pub enum Command {
     Feedback(feedback::FeedbackArgs),
     /// Quality and drift per window of predictions; exit code 3 when the latest alerts.
     Monitor(monitor::MonitorArgs),
+    /// The training report of a checkpoint as one self-contained HTML file.
+    Report(report::ReportArgs),
     /// Serve a classifier over HTTP (TEI-compatible /predict, /v1/predict, /v1/feedback).
     Serve(Box<serve::ServeArgs>),
 }
@@ -90,7 +93,10 @@ impl Command {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
             Command::Serve(a) => Some(&a.run),
-            Command::Registry(_) | Command::Feedback(_) | Command::Monitor(_) => None,
+            Command::Registry(_)
+            | Command::Feedback(_)
+            | Command::Monitor(_)
+            | Command::Report(_) => None,
         }
     }
 
@@ -115,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args, &ui),
         Command::Feedback(args) => feedback::run(args, &ui),
         Command::Monitor(args) => monitor::run(args, &ui),
+        Command::Report(args) => report::run(args, &ui),
     }
 }
 
