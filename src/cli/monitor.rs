@@ -24,7 +24,8 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub model: String,
     /// Prediction files of `catbert infer` (wide layout), one window each, in the order
-    /// given; a folder stands for its .csv/.tsv/.jsonl/.parquet files in name order.
+    /// given; a folder stands for its .csv/.tsv/.jsonl/.parquet files in name order (not the
+    /// .feedback.csv / .metrics.json files infer writes beside its output).
     #[arg(long, required = true, num_args = 1..)]
     pub predictions: Vec<PathBuf>,
     /// Text column [default: the model's, else `text`].
@@ -61,6 +62,13 @@ fn windows(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| crate::data::Format::of(f, None).is_ok() && f.is_file())
+                // The side files `catbert infer --label-col` writes beside its output.
+                .filter(|f| {
+                    let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                    !name.is_some_and(|n| {
+                        n.ends_with(".feedback.csv") || n.ends_with(".metrics.json")
+                    })
+                })
                 .collect();
             files.sort();
             out.extend(files);

@@ -171,7 +171,10 @@ impl Tracking {
         }
         for (what, path, rows) in data {
             tags.push((format!("data.{what}.path"), path.display().to_string()));
-            tags.push((format!("data.{what}.sha256"), sha256_file(path)?));
+            // A folder (the feedback store) has no single digest; its rows are counted.
+            if path.is_file() {
+                tags.push((format!("data.{what}.sha256"), sha256_file(path)?));
+            }
             tags.push((format!("data.{what}.rows"), rows.to_string()));
         }
         let opts = TrackerOptions {
