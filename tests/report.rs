@@ -44,7 +44,7 @@ fn finetune_writes_a_report_and_catbert_report_adds_scored_rows() {
         "Best epoch 2: 30 rows",
         "Confusion matrix (counts)",
         "Confusion matrix (share of each true class)",
-        "On 30 labelled rows of the rows that chose the best epoch",
+        "On 30 labelled rows of the hold-out rows",
         "Most frequent confusions",
         "expected calibration error",
     ] {

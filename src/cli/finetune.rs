@@ -226,11 +226,12 @@ fn with_feedback(
 }
 
 /// Beside the checkpoint: the reference profile `catbert monitor` compares later windows with
-/// (the kept model on the rows that chose it), and `report.html` with those rows scored.
+/// (the kept model on the evaluation rows, else the hold-out), and `report.html` with those
+/// rows scored.
 fn profile_and_report(
     ui: &Ui,
     out: &std::path::Path,
-    rows: &(Vec<String>, Vec<String>),
+    (rows, source): (&(Vec<String>, Vec<String>), &str),
     run: &RunArgs,
     max_len: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -258,7 +259,7 @@ fn profile_and_report(
         meta,
         &rows.0,
         &rows.1,
-        "the rows that chose the best epoch",
+        source,
     )?;
     crate::fsutil::write_bytes_atomic(&out.join("report.html"), html.as_bytes())?;
     ui.info(&format!("report: {}", out.join("report.html").display()));
@@ -365,7 +366,12 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         }
     };
     // What monitoring and people look at later; neither may cost the training result.
-    if let Err(e) = profile_and_report(ui, &out, &rows, &args.run, job.config().max_len) {
+    let source = if s.eval.is_some() || s.feedback.is_some() {
+        "the evaluation rows"
+    } else {
+        "the hold-out rows"
+    };
+    if let Err(e) = profile_and_report(ui, &out, (&rows, source), &args.run, job.config().max_len) {
         ui.notice(&format!("no reference profile or report: {e:#}"));
     }
     print_outcome(ui, &outcome, &job.config().hyper, &out, started.elapsed());

@@ -165,7 +165,7 @@ pub fn heatmap(
 
 /// A reliability diagram: per confidence bin, accuracy (bars) against the diagonal.
 pub fn reliability(title: &str, bins: &[(f64, f64, usize)]) -> String {
-    let (w, h, left, top) = (360.0, 300.0, 44.0, 28.0);
+    let (w, h, left, top) = (380.0, 300.0, 64.0, 28.0);
     let size = 240.0;
     let mut s = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>{}</title><text x="4" y="16" font-size="13" font-weight="bold">{}</text><rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#999"/><line x1="{left}" y1="{}" x2="{}" y2="{top}" stroke="#999" stroke-dasharray="4,3"/>"##,
