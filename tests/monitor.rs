@@ -12,27 +12,12 @@ fn a_drifted_window_alerts_with_exit_code_3() {
     let dir = tempfile::tempdir().unwrap();
     let train = synthetic(dir.path(), "train.csv", 600);
     let ck = dir.path().join("ck");
-    let o = catbert(
-        &[
-            "finetune",
-            "--train",
-            s(&train),
-            "--model",
-            s(&oracle().join("tiny")),
-            "--epochs",
-            "2",
-            "--out",
-            s(&ck),
-            "--no-tracking",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let err = finetune_tiny(&train, &ck, "2");
     let profile = Profile::load(&ck)
         .unwrap()
         .expect("a fine-tune leaves a profile");
     assert_eq!(profile.rows, 60);
-    assert!(stderr(&o).contains(&format!(
+    assert!(err.contains(&format!(
         "reference profile of 60 rows for catbert monitor: {}",
         ck.join(PROFILE_FILE).display()
     )));

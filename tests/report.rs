@@ -19,23 +19,8 @@ fn finetune_writes_a_report_and_catbert_report_adds_scored_rows() {
     let dir = tempfile::tempdir().unwrap();
     let train = synthetic(dir.path(), "train.csv", 300);
     let ck = dir.path().join("ck");
-    let o = catbert(
-        &[
-            "finetune",
-            "--train",
-            s(&train),
-            "--model",
-            s(&oracle().join("tiny")),
-            "--epochs",
-            "2",
-            "--out",
-            s(&ck),
-            "--no-tracking",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("report: {}", ck.join("report.html").display())));
+    let err = finetune_tiny(&train, &ck, "2");
+    assert!(err.contains(&format!("report: {}", ck.join("report.html").display())));
     let html = std::fs::read_to_string(ck.join("report.html")).unwrap();
     assert_self_contained(&html);
     for part in [

@@ -746,22 +746,7 @@ fn drift_gauges_follow_the_recent_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let train = synthetic(dir.path(), "train.csv", 300);
     let ck = dir.path().join("ck");
-    let o = catbert(
-        &[
-            "finetune",
-            "--train",
-            s(&train),
-            "--model",
-            s(&oracle().join("tiny")),
-            "--epochs",
-            "1",
-            "--out",
-            s(&ck),
-            "--no-tracking",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    finetune_tiny(&train, &ck, "1");
     let srv = Server::start(&["--model", s(&ck)], &[]);
     let agent = ureq::agent();
     let texts: Vec<String> = (0..12).map(|i| format!("milk cheese {i}")).collect();

@@ -183,3 +183,24 @@ pub fn infer_to(model: &str, rows: &Path, out: &Path, env: &[(&str, &str)]) -> O
     ];
     catbert(&args, env)
 }
+
+/// `catbert finetune` of the tiny test classifier on `train` into `out` for `epochs`, untracked;
+/// asserts it succeeded and returns its stderr.
+pub fn finetune_tiny(train: &Path, out: &Path, epochs: &str) -> String {
+    let tiny = oracle().join("tiny");
+    let args = [
+        "finetune",
+        "--train",
+        s(train),
+        "--model",
+        s(&tiny),
+        "--epochs",
+        epochs,
+        "--out",
+        s(out),
+        "--no-tracking",
+    ];
+    let o = catbert(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+}
