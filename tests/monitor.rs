@@ -128,3 +128,77 @@ fn old_checkpoints_and_bad_windows() {
     );
     assert!(stderr(&o).ends_with(&format!("error: {}: file not found\n", missing.display())));
 }
+
+#[test]
+fn a_time_column_makes_one_window_per_day_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 300);
+    let ck = dir.path().join("ck");
+    finetune_tiny(&train, &ck, "1");
+    let profile = Profile::load(&ck).unwrap().unwrap();
+    let class = &profile.classes[0];
+    // Two files, three days, the middle day split across both.
+    let a = "text,category_1,probability_1,at\n".to_string()
+        + &format!("milk,{class},0.5,2026-11-30T08:00:00Z\nsoap,{class},0.5,2026-12-01 09:00\n");
+    let b = format!("text,category_1,probability_1,at\ncola,{class},0.5,2026-12-01\ntea,{class},0.5,2026-12-02\n");
+    let w = dir.path().join("w");
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::write(w.join("a.csv"), a).unwrap();
+    std::fs::write(w.join("b.csv"), b).unwrap();
+    let o = catbert(
+        &[
+            "monitor",
+            "--model",
+            s(&ck),
+            "--predictions",
+            s(&w),
+            "--time-col",
+            "at",
+        ],
+        &[],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let days: Vec<(&str, &str)> = out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-11-30", "1"),
+            ("2026-12-01", "2"),
+            ("2026-12-02", "1")
+        ],
+        "{out}{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        w.join("c.csv"),
+        format!("text,category_1,probability_1,at\nx,{class},0.5,yesterday\n"),
+    )
+    .unwrap();
+    let o = catbert(
+        &[
+            "monitor",
+            "--model",
+            s(&ck),
+            "--predictions",
+            s(&w),
+            "--time-col",
+            "at",
+        ],
+        &[],
+    );
+    assert_error(
+        &o,
+        2,
+        &format!(
+            "error: {}: row 1, column \"at\": \"yesterday\" does not start with a date YYYY-MM-DD",
+            w.join("c.csv").display()
+        ),
+    );
+}

@@ -526,6 +526,11 @@ fn limits_api_key_and_feedback() {
         ]
     );
     assert_eq!(stored.rows[0].model.as_deref(), Some(s(&model)));
+    // With what the serving model predicted for the text.
+    assert!(stored
+        .rows
+        .iter()
+        .all(|r| r.predicted.is_some() && r.probability.is_some()));
     let bad = json!({"items": [{"text": "x", "label": "Toys"}]});
     let (status, _, body) = post(&agent, &srv.url("/v1/feedback"), &bad, Some("sesame"));
     assert_eq!(status, 422);

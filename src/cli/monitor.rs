@@ -3,7 +3,7 @@
 //! exit code 3 when the latest window alerts.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -31,6 +31,10 @@ pub struct MonitorArgs {
     /// Text column [default: the model's, else `text`].
     #[arg(long)]
     pub text_col: Option<String>,
+    /// Column of a time (`YYYY-MM-DD…`, e.g. ISO 8601) per row: windows are then days across
+    /// all files instead of files.
+    #[arg(long)]
+    pub time_col: Option<String>,
     /// Feedback store whose verified labels score the windows' predictions.
     #[arg(long)]
     pub feedback: Option<PathBuf>,
@@ -148,13 +152,9 @@ pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
         "trunc"
     );
     let mut last = "ok";
-    for file in windows(&args.predictions)? {
-        let table = Table::read(&file, None)?;
-        let texts = table.texts(&text_col)?;
-        let categories = table.texts("category_1")?;
-        let probs = floats(&table, "probability_1")?;
+    for (name, texts, categories, probs) in read_windows(&args, &text_col)? {
         let window = Profile::of_predictions(&predictor, &texts, &categories, &probs)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
         for (text, cat) in texts.iter().zip(&categories) {
             let truth = verified
@@ -185,7 +185,7 @@ pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
         last = drift.as_ref().map_or("-", |x| x.status);
         println!(
             "{:<28} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9.4} {:>8.4} {:>6.4} {:>6.4}  {}",
-            short(&file),
+            short(&name),
             window.rows,
             y_true.len(),
             q(|e| e.accuracy),
@@ -211,10 +211,58 @@ pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn short(path: &Path) -> String {
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+fn short(name: &str) -> String {
     name.chars().take(28).collect()
+}
+
+/// One window: its name, texts, top-1 categories and probabilities.
+type Window = (String, Vec<String>, Vec<String>, Vec<f64>);
+
+/// The first ten characters of `v` when they are a date `YYYY-MM-DD`.
+fn day_of(v: &str) -> Option<&str> {
+    let d = v.get(..10)?;
+    let ok = d.bytes().enumerate().all(|(j, b)| match j {
+        4 | 7 => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    ok.then_some(d)
+}
+
+/// The windows: one per file, or with `--time-col` one per day across every file.
+fn read_windows(args: &MonitorArgs, text_col: &str) -> anyhow::Result<Vec<Window>> {
+    let mut by_day: std::collections::BTreeMap<String, Window> = Default::default();
+    let mut per_file = Vec::new();
+    for file in windows(&args.predictions)? {
+        let table = Table::read(&file, None)?;
+        let texts = table.texts(text_col)?;
+        let categories = table.texts("category_1")?;
+        let probs = floats(&table, "probability_1")?;
+        let Some(col) = &args.time_col else {
+            let name = file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            per_file.push((name, texts, categories, probs));
+            continue;
+        };
+        for (i, v) in table.texts(col)?.iter().enumerate() {
+            let day = day_of(v).ok_or_else(|| {
+                table.bad_value(
+                    i,
+                    col,
+                    &format!("{v:?} does not start with a date YYYY-MM-DD"),
+                )
+            })?;
+            let w = by_day
+                .entry(day.to_string())
+                .or_insert_with(|| (day.to_string(), Vec::new(), Vec::new(), Vec::new()));
+            w.1.push(texts[i].clone());
+            w.2.push(categories[i].clone());
+            w.3.push(probs[i]);
+        }
+    }
+    if args.time_col.is_some() {
+        return Ok(by_day.into_values().collect());
+    }
+    Ok(per_file)
 }

@@ -272,12 +272,21 @@ impl Service {
                 )));
             }
         }
+        // What the serving model says of each text, for the store's agreement figures.
+        let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
+        let predicted = model.predictor.predict(&texts, 1).unwrap_or_default();
         let rows: Vec<FeedbackRow> = items
             .iter()
-            .map(|(text, label)| FeedbackRow {
-                model: Some(model.reference.clone()),
-                model_version: Some(model.version_label()),
-                ..FeedbackRow::new(text.clone(), label.clone(), "serve")
+            .enumerate()
+            .map(|(i, (text, label))| {
+                let top = predicted.get(i).and_then(|p| p.first());
+                FeedbackRow {
+                    predicted: top.map(|(l, _)| l.clone()),
+                    probability: top.map(|(_, p)| *p),
+                    model: Some(model.reference.clone()),
+                    model_version: Some(model.version_label()),
+                    ..FeedbackRow::new(text.clone(), label.clone(), "serve")
+                }
             })
             .collect();
         self.feedback
