@@ -43,13 +43,15 @@ pub struct Profile {
 impl Profile {
     /// Profile `texts` as `predictor` sees them: its top-1 predictions and its tokenisation.
     pub fn of(predictor: &Predictor, texts: &[String]) -> Result<Self> {
-        let top = predictor.predict_encoded(&predictor.encode(texts)?, 1, &Quiet)?;
-        let labels = predictor.labels();
-        let categories: Vec<String> = (top.classes.iter())
-            .map(|&c| labels[c as usize].clone())
-            .collect();
+        let encoded = encode(predictor, texts)?;
+        let ids: Vec<Vec<u32>> = encoded.iter().map(|(ids, _)| ids.clone()).collect();
+        let top = predictor.predict_encoded(&ids, 1, &Quiet)?;
+        let mut predicted = vec![0.0; predictor.labels().len()];
+        for &c in &top.classes {
+            predicted[c as usize] += 1.0;
+        }
         let probs: Vec<f64> = top.probs.iter().map(|&p| f64::from(p)).collect();
-        Self::of_predictions(predictor, texts, &categories, &probs)
+        Ok(Self::build(predictor, &encoded, predicted, &probs))
     }
 
     /// Profile a window of predictions already made (`catbert infer`'s `category_1` and
@@ -61,7 +63,7 @@ impl Profile {
         categories: &[String],
         probs: &[f64],
     ) -> Result<Self> {
-        let classes = predictor.labels().to_vec();
+        let classes = predictor.labels();
         let mut predicted = vec![0.0; classes.len()];
         for c in categories {
             let i = classes.iter().position(|k| k == c).ok_or_else(|| {
@@ -72,27 +74,44 @@ impl Profile {
             })?;
             predicted[i] += 1.0;
         }
-        let (mut cut, mut unk, mut tokens) = (0usize, 0usize, 0usize);
-        let mut lengths = Vec::with_capacity(texts.len());
+        Ok(Self::build(
+            predictor,
+            &encode(predictor, texts)?,
+            predicted,
+            probs,
+        ))
+    }
+
+    /// The profile of tokenised texts (ids, whether cut) with their top-1 class counts and
+    /// probabilities.
+    fn build(
+        predictor: &Predictor,
+        encoded: &[(Vec<u32>, bool)],
+        predicted: Vec<f64>,
+        probs: &[f64],
+    ) -> Self {
         let unk_id = predictor.unk_id();
-        for t in texts {
-            let (ids, truncated) = predictor.encode_one(t)?;
-            cut += usize::from(truncated);
-            tokens += ids.len();
-            unk += ids.iter().filter(|&&i| Some(i) == unk_id).count();
-            lengths.push(ids.len() as f64);
-        }
-        let n = texts.len().max(1) as f64;
-        Ok(Self {
-            rows: texts.len(),
+        let tokens: usize = encoded.iter().map(|(ids, _)| ids.len()).sum();
+        let unk: usize = (encoded.iter())
+            .map(|(ids, _)| ids.iter().filter(|&&i| Some(i) == unk_id).count())
+            .sum();
+        let cut = encoded.iter().filter(|(_, cut)| *cut).count();
+        let n = encoded.len().max(1) as f64;
+        Self {
+            rows: encoded.len(),
+            classes: predictor.labels().to_vec(),
             predicted,
             top1: histogram(probs.iter().copied(), PROB_BINS, 0.0, 1.0),
-            lengths: histogram(lengths, LENGTH_BINS, 0.0, predictor.max_len() as f64),
+            lengths: histogram(
+                encoded.iter().map(|(ids, _)| ids.len() as f64),
+                LENGTH_BINS,
+                0.0,
+                predictor.max_len() as f64,
+            ),
             mean_top1: probs.iter().sum::<f64>() / n,
             unk_rate: unk as f64 / tokens.max(1) as f64,
             truncation_rate: cut as f64 / n,
-            classes,
-        })
+        }
     }
 
     /// Save as `dir/profile.json` (atomically).
@@ -109,6 +128,11 @@ impl Profile {
         }
         crate::checkpoint::meta::read_json(&path).map(Some)
     }
+}
+
+/// Each text's token ids and whether truncation cut it, tokenised once.
+fn encode(predictor: &Predictor, texts: &[String]) -> Result<Vec<(Vec<u32>, bool)>> {
+    texts.iter().map(|t| predictor.encode_one(t)).collect()
 }
 
 /// Thresholds that mark a window.

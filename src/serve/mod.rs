@@ -63,6 +63,8 @@ pub struct Classified {
     pub model: Arc<LoadedModel>,
     /// Per text: logits, queue and inference time.
     pub texts: Vec<Scored>,
+    /// Per text: class probabilities (softmax of the logits), in class order.
+    pub probs: Vec<Vec<f32>>,
     /// Tokens of all texts after truncation.
     pub tokens: usize,
     /// Time spent tokenising.
@@ -231,9 +233,9 @@ impl Service {
         }
         let labels = model.predictor.labels();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for s in &scored {
-            let p = softmax(&s.logits);
-            let best = top_indices(&p, 1)[0];
+        let probs: Vec<Vec<f32>> = scored.iter().map(|s| softmax(&s.logits)).collect();
+        for p in &probs {
+            let best = top_indices(p, 1)[0];
             if recent.len() == DRIFT_WINDOW {
                 recent.pop_front();
             }
@@ -249,6 +251,7 @@ impl Service {
         Ok(Classified {
             model,
             texts: scored,
+            probs,
             tokens,
             tokenization,
         })

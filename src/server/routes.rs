@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::tei::{FeedbackRequest, Inputs, PredictRequest, Prediction, V1Answer, V1Request};
 use super::{ApiError, App};
-use crate::serve::{softmax, top_indices, Classified, ServeError};
+use crate::serve::{top_indices, Classified, ServeError};
 
 type Answer = Result<Response, ApiError>;
 
@@ -95,14 +95,11 @@ pub async fn predict(State(app): State<App>, body: Result<Bytes, BytesRejection>
     let out = app.service.classify(&texts, req.truncate).await?;
     let labels = out.model.predictor.labels();
     let k = req.top_k.unwrap_or(labels.len());
-    let mut answers: Vec<Vec<Prediction>> = out
-        .texts
-        .iter()
-        .map(|t| {
-            let probs = softmax(&t.logits);
-            let scores = if req.raw_scores { &t.logits } else { &probs };
+    let mut answers: Vec<Vec<Prediction>> = (out.texts.iter().zip(&out.probs))
+        .map(|(t, probs)| {
+            let scores = if req.raw_scores { &t.logits } else { probs };
             // Ranked by probability (the logits' order), ties to the lower class.
-            top_indices(&probs, k)
+            top_indices(probs, k)
                 .into_iter()
                 .map(|c| Prediction {
                     score: scores[c],
@@ -130,12 +127,9 @@ pub async fn v1_predict(State(app): State<App>, body: Result<Bytes, BytesRejecti
     let out = app.service.classify(&req.texts, req.truncate).await?;
     let labels = out.model.predictor.labels();
     let k = req.top_k.unwrap_or(5);
-    let results: Vec<V1Answer> = out
-        .texts
-        .iter()
-        .map(|t| {
-            let probs = softmax(&t.logits);
-            let best = top_indices(&probs, k);
+    let results: Vec<V1Answer> = (out.probs.iter())
+        .map(|probs| {
+            let best = top_indices(probs, k);
             V1Answer {
                 labels: best.iter().map(|&c| labels[c].clone()).collect(),
                 probabilities: best.iter().map(|&c| probs[c]).collect(),
