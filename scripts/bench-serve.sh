@@ -13,29 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-20}
 model=${2:-target/oracle/minilm-cls}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-py=$("$root/scripts/py-oracle.sh")
-[ -d "$model" ] || bash scripts/make-oracle.sh >/dev/null
-cargo build --release --locked --quiet
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$py" scripts/serve_bodies.py "$work"
-
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-wait_up() {
-  for _ in $(seq 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "server did not start" >&2
-  exit 1
-}
+. scripts/serve-common.sh
 peak_rss_mb() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 run_cases() { # $1 = name; the server is up on $port as $pid

@@ -10,26 +10,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-600}
 model=${2:-target/oracle/minilm-cls}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-py=$("$root/scripts/py-oracle.sh")
-[ -d "$model" ] || bash scripts/make-oracle.sh >/dev/null
-cargo build --release --locked --quiet
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$py" scripts/serve_bodies.py "$work"
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. scripts/serve-common.sh
 CATBERT_HOME=$work/home ./target/release/catbert serve --model "$model" --port "$port" \
   --threads 2 --log-level warn 2>"$work/serve.log" &
 pid=$!
-for _ in $(seq 600); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
+wait_up
 url=http://127.0.0.1:$port
 label=$(curl -sf "$url/info" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["model_type"]["classifier"]["id2label"]["0"])')
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
