@@ -9,13 +9,17 @@
 #     of the base model lists (`infer --review-out --review-budget N`), and N at random (SEEDS
 #     draws); each set goes into a feedback store and a fresh fine-tune on sample + feedback;
 #   - every model is scored on the test set: f1_min, weighted F1, accuracy.
-# Usage: scripts/review-sim.sh [N, default 100] [SEEDS, default 2]   (about 75 s per fine-tune
-# on 2 cores, 2 + SEEDS fine-tunes)
+# Usage: scripts/review-sim.sh [N, default 100] [DRAWS, default 2] [TRAIN_SEEDS, default 3]
+# Every arm is repeated for TRAIN_SEEDS fine-tune seeds (the base model, and so its review
+# queue, changes with the seed); the random arm draws DRAWS row sets per seed. Prints one row
+# per run, then the mean ± standard deviation per arm. About 75 s per fine-tune on 2 cores,
+# TRAIN_SEEDS × (2 + DRAWS) fine-tunes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 n=${1:-100}
-seeds=${2:-2}
+draws=${2:-2}
+train_seeds=${3:-3}
 py=$("$root/scripts/py-oracle.sh")
 scripts/fetch-model.sh >/dev/null
 cargo build --release --locked --quiet
@@ -44,7 +48,8 @@ train() { # $1 = out folder, rest = extra flags
   shift
   "$bin" finetune --train datasets/products-sample/train.csv --text-col product_description \
     --label-col Category --model models/all-MiniLM-L6-v2 --epochs 2 --metric f1_min \
-    --eval "$work/test.csv" --eval-label-col label --out "$work/$out" --no-tracking -q "$@" \
+    --eval "$work/test.csv" --eval-label-col label --out "$work/$out" --no-tracking -q \
+    --seed "$seed" "$@" \
     >/dev/null 2>"$work/$out.log" || { cat "$work/$out.log"; exit 1; }
 }
 score() { # the kept epoch's scores on the test set
@@ -54,16 +59,6 @@ m = json.load(open(sys.argv[1] + "/catbert.json"))
 e = next(r for r in m["epochs"] if r["epoch"] == m["best_epoch"])["eval"]
 print("%.4f %.4f %.4f" % (e["f1_min"], e["f1_weighted"], e["accuracy"]))' "$work/$1"
 }
-
-train base
-# The pool as the base model sees it: the review queue, labels hidden (text column only).
-"$py" -c '
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-w = csv.writer(open(sys.argv[2], "w", newline=""))
-w.writerow(["text"]); w.writerows([r["product_description"]] for r in rows)' "$work/pool.csv" "$work/pool-unlabelled.csv"
-"$bin" infer --model "$work/base" --file "$work/pool-unlabelled.csv" --text-col text --out "$work/pool.pred.csv" \
-  --review-out "$work/review.csv" --review-budget "$n" -q 2>/dev/null
 
 verify() { # $1 = name, $2 = file of chosen row ids (one per line): feedback store from pool labels
   "$py" - "$work/pool.csv" "$2" "$work/$1.csv" <<'EOF'
@@ -77,20 +72,52 @@ EOF
   "$bin" feedback add "$work/$1.csv" --label-col label --feedback "$work/fb-$1" -q 2>/dev/null
   train "$1" --feedback "$work/fb-$1" --feedback-eval 0
 }
+
+# The pool as a base model sees it: labels hidden (text column only).
 "$py" -c '
 import csv, sys
-print("\n".join(r["row_id"] for r in csv.DictReader(open(sys.argv[1]))))' "$work/review.csv" >"$work/review.ids"
-verify reviewed "$work/review.ids"
+rows = list(csv.DictReader(open(sys.argv[1])))
+w = csv.writer(open(sys.argv[2], "w", newline=""))
+w.writerow(["text"]); w.writerows([r["product_description"]] for r in rows)' "$work/pool.csv" "$work/pool-unlabelled.csv"
 
-printf '| rows verified (%s of the pool) | f1_min | weighted F1 | accuracy |\n| --- | ---: | ---: | ---: |\n' "$n"
-printf '| none (base model) | %s | %s | %s |\n' $(score base)
-printf '| the review queue | %s | %s | %s |\n' $(score reviewed)
-for seed in $(seq "$seeds"); do
+results=$work/results.txt
+: >"$results"
+for seed in $(seq "$train_seeds"); do
+  train "base$seed"
+  "$bin" infer --model "$work/base$seed" --file "$work/pool-unlabelled.csv" --text-col text \
+    --out "$work/pool$seed.pred.csv" --review-out "$work/review$seed.csv" --review-budget "$n" -q 2>/dev/null
   "$py" -c '
+import csv, sys
+print("\n".join(r["row_id"] for r in csv.DictReader(open(sys.argv[1]))))' "$work/review$seed.csv" >"$work/review$seed.ids"
+  verify "reviewed$seed" "$work/review$seed.ids"
+  echo "none $seed - $(score "base$seed")" >>"$results"
+  echo "queue $seed - $(score "reviewed$seed")" >>"$results"
+  for draw in $(seq "$draws"); do
+    "$py" -c '
 import random, sys
 n_pool = sum(1 for _ in open(sys.argv[1])) - 1
 print("\n".join(map(str, random.Random(int(sys.argv[3])).sample(range(n_pool), int(sys.argv[2])))))' \
-    "$work/pool.csv" "$n" "$seed" >"$work/random$seed.ids"
-  verify "random$seed" "$work/random$seed.ids"
-  printf '| random (seed %s) | %s | %s | %s |\n' "$seed" $(score "random$seed")
+      "$work/pool.csv" "$n" "$((seed * 100 + draw))" >"$work/random$seed-$draw.ids"
+    verify "random$seed-$draw" "$work/random$seed-$draw.ids"
+    echo "random $seed $draw $(score "random$seed-$draw")" >>"$results"
+  done
+  echo "fine-tune seed $seed done" >&2
 done
+
+"$py" - "$results" "$n" <<'EOF'
+import statistics as st, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+names = {"none": "none (base model)", "queue": "the review queue", "random": "random rows"}
+print(f"| rows verified ({sys.argv[2]} of the pool) | fine-tune seed | draw | f1_min | weighted F1 | accuracy |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for r in rows:
+    print(f"| {names[r[0]]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} |")
+print()
+print("| arm | runs | f1_min mean ± sd | weighted F1 mean ± sd | accuracy mean ± sd |")
+print("| --- | ---: | ---: | ---: | ---: |")
+sd = lambda v: st.stdev(v) if len(v) > 1 else 0.0
+for arm in ("none", "queue", "random"):
+    got = [r for r in rows if r[0] == arm]
+    cols = [[float(r[k]) for r in got] for k in (3, 4, 5)]
+    print(f"| {names[arm]} | {len(got)} | " + " | ".join(f"{st.mean(v):.4f} ± {sd(v):.4f}" for v in cols) + " |")
+EOF

@@ -23,7 +23,15 @@ fn finetune_writes_a_report_and_catbert_report_adds_scored_rows() {
     assert!(err.contains(&format!("report: {}", ck.join("report.html").display())));
     let html = std::fs::read_to_string(ck.join("report.html")).unwrap();
     assert_self_contained(&html);
+    // Every optimizer step's loss is kept and drawn.
+    let meta = read_json(&ck.join("catbert.json"));
+    for epoch in meta["epochs"].as_array().unwrap() {
+        let losses = epoch["step_losses"].as_array().unwrap();
+        assert_eq!(losses.len() as u64, epoch["steps"].as_u64().unwrap());
+        assert!(losses.iter().all(|l| l.as_f64().unwrap() > 0.0));
+    }
     for part in [
+        "Training loss per step",
         "Loss per epoch",
         "Hold-out metrics per epoch",
         "Best epoch 2: 30 rows",

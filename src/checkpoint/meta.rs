@@ -110,6 +110,10 @@ pub struct EpochRecord {
     pub holdout: Option<Evaluation>,
     /// Metrics on the labelled evaluation rows, if given.
     pub eval: Option<Evaluation>,
+    /// The training loss of every optimizer step of the epoch, in order (empty in runs
+    /// written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_losses: Vec<f32>,
 }
 
 impl EpochRecord {

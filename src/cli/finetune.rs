@@ -254,7 +254,7 @@ fn profile_and_report(
     let Some(meta) = predictor.meta() else {
         return Ok(());
     };
-    let html = super::report::html(&predictor, meta, &rows.0, &rows.1, source)?;
+    let html = super::report::html(&predictor, meta, (&rows.0, &rows.1, source), None)?;
     crate::fsutil::write_bytes_atomic(&out.join("report.html"), html.as_bytes())?;
     ui.info(&format!("report: {}", out.join("report.html").display()));
     Ok(())

@@ -10,12 +10,9 @@ use clap::Args;
 use super::progress::Ui;
 use super::tracking::StoreArgs;
 use crate::checkpoint::{HubSettings, ModelRef};
-use crate::data::Table;
-use crate::error::Error;
-use crate::feedback::FeedbackStore;
 use crate::infer::{PredictOptions, Predictor};
-use crate::metrics::evaluate;
-use crate::monitor::{compare, Profile, Thresholds};
+use crate::monitor::windows::{read_windows, verified_labels, Assessment, Monitor};
+use crate::monitor::{Profile, Thresholds};
 use crate::track::Registry;
 
 #[derive(Debug, Args)]
@@ -31,6 +28,15 @@ pub struct MonitorArgs {
     /// Text column [default: the model's, else `text`].
     #[arg(long)]
     pub text_col: Option<String>,
+    #[command(flatten)]
+    pub windows: WindowOptions,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// How windows are formed, scored and marked (shared by `monitor` and `report`).
+#[derive(Debug, Args)]
+pub struct WindowOptions {
     /// Column of a time (`YYYY-MM-DD…`, e.g. ISO 8601) per row: windows are then days across
     /// all files instead of files.
     #[arg(long)]
@@ -44,60 +50,49 @@ pub struct MonitorArgs {
     /// Warn at a PSI (predicted classes or top-1 probability) at least this.
     #[arg(long, default_value_t = 0.1)]
     pub warn_psi: f64,
-    /// Alert at a PSI at least this (exit code 3 when the latest window alerts).
+    /// Alert at a PSI at least this (monitor's exit code 3 when the latest window alerts).
     #[arg(long, default_value_t = 0.25)]
     pub alert_psi: f64,
     /// Top-1 probabilities below this count as low confidence.
     #[arg(long, default_value_t = 0.5)]
     pub confidence_floor: f64,
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
-/// The window files: each file given, a folder's table files in name order.
-fn windows(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|source| Error::Io {
-                    path: p.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| crate::data::Format::of(f, None).is_ok() && f.is_file())
-                // The side files `catbert infer --label-col` writes beside its output.
-                .filter(|f| {
-                    let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
-                    !name.is_some_and(|n| {
-                        n.ends_with(".feedback.csv") || n.ends_with(".metrics.json")
-                    })
-                })
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            return Err(Error::FileNotFound { path: p.clone() }.into());
+impl WindowOptions {
+    /// The thresholds these flags set.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            warn_js: self.warn_js,
+            warn_psi: self.warn_psi,
+            alert_psi: self.alert_psi,
         }
     }
-    Ok(out)
-}
 
-fn floats(table: &Table, col: &str) -> anyhow::Result<Vec<f64>> {
-    let texts = table.texts(col)?;
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.parse::<f64>().map_err(|_| {
-                table
-                    .bad_value(i, col, &format!("{v:?} is not a number"))
-                    .into()
-            })
-        })
-        .collect()
+    /// Every window of `predictions` measured against `predictor` and its reference profile.
+    pub fn assess(
+        &self,
+        predictor: &Predictor,
+        reference: Option<&Profile>,
+        predictions: &[PathBuf],
+        text_col: &str,
+    ) -> anyhow::Result<Vec<Assessment>> {
+        let verified = match &self.feedback {
+            Some(dir) => verified_labels(dir)?,
+            None => HashMap::new(),
+        };
+        let monitor = Monitor {
+            predictor,
+            reference,
+            verified: &verified,
+            thresholds: self.thresholds(),
+            confidence_floor: self.confidence_floor,
+        };
+        let windows = read_windows(predictions, text_col, self.time_col.as_deref())?;
+        Ok(windows
+            .iter()
+            .map(|w| monitor.assess(w))
+            .collect::<crate::error::Result<_>>()?)
+    }
 }
 
 pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -120,21 +115,8 @@ pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
     let text_col = (args.text_col.clone())
         .or_else(|| predictor.text_column().map(String::from))
         .unwrap_or_else(|| "text".into());
-    let verified: HashMap<String, String> = match &args.feedback {
-        Some(dir) if !dir.is_dir() => {
-            return Err(Error::FileNotFound { path: dir.clone() }.into());
-        }
-        Some(dir) => (FeedbackStore::new(dir).read(None)?.rows.into_iter())
-            .map(|r| (r.text, r.label))
-            .collect(),
-        None => HashMap::new(),
-    };
-    let t = Thresholds {
-        warn_js: args.warn_js,
-        warn_psi: args.warn_psi,
-        alert_psi: args.alert_psi,
-    };
-    let labels = predictor.labels().to_vec();
+    let assessed =
+        (args.windows).assess(&predictor, profile.as_ref(), &args.predictions, &text_col)?;
     println!(
         "{:<28} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>6} {:>6}  status",
         "window",
@@ -151,118 +133,40 @@ pub fn run(args: MonitorArgs, ui: &Ui) -> anyhow::Result<()> {
         "unk",
         "trunc"
     );
-    let mut last = "ok";
-    for (name, texts, categories, probs) in read_windows(&args, &text_col)? {
-        let window = Profile::of_predictions(&predictor, &texts, &categories, &probs)
-            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
-        for (text, cat) in texts.iter().zip(&categories) {
-            let truth = verified
-                .get(text)
-                .and_then(|l| labels.iter().position(|k| k == l));
-            if let (Some(t), Some(p)) = (truth, labels.iter().position(|k| k == cat)) {
-                y_true.push(t);
-                y_pred.push(p);
-            }
-        }
-        let quality = (!y_true.is_empty()).then(|| evaluate(&y_true, &y_pred, labels.len()));
-        let drift = match &profile {
-            Some(p) => Some(compare(p, &window, &t)?),
-            None => None,
-        };
-        let low = probs.iter().filter(|&&p| p < args.confidence_floor).count() as f64
-            / probs.len().max(1) as f64;
+    for a in &assessed {
         let q = |f: fn(&crate::metrics::Evaluation) -> f64| {
-            quality
-                .as_ref()
-                .map_or("-".to_string(), |e| format!("{:.4}", f(e)))
+            (a.quality.as_ref()).map_or("-".to_string(), |e| format!("{:.4}", f(e)))
         };
         let d = |f: fn(&crate::monitor::Drift) -> f64| {
-            drift
-                .as_ref()
-                .map_or("-".to_string(), |x| format!("{:.4}", f(x)))
+            (a.drift.as_ref()).map_or("-".to_string(), |x| format!("{:.4}", f(x)))
         };
-        last = drift.as_ref().map_or("-", |x| x.status);
         println!(
             "{:<28} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9.4} {:>8.4} {:>6.4} {:>6.4}  {}",
-            short(&name),
-            window.rows,
-            y_true.len(),
+            a.name.chars().take(28).collect::<String>(),
+            a.profile.rows,
+            a.verified,
             q(|e| e.accuracy),
             q(|e| e.f1_weighted),
             q(|e| e.f1_min),
             d(|x| x.js_classes),
             d(|x| x.psi_classes),
             d(|x| x.psi_top1),
-            window.mean_top1,
-            low,
-            window.unk_rate,
-            window.truncation_rate,
-            last
+            a.profile.mean_top1,
+            a.low_confidence,
+            a.profile.unk_rate,
+            a.profile.truncation_rate,
+            a.drift.as_ref().map_or("-", |x| x.status)
         );
     }
-    if last == "alert" {
+    if (assessed.last())
+        .and_then(|a| a.drift.as_ref())
+        .is_some_and(|d| d.status == "alert")
+    {
         ui.result(&format!(
             "alert: the latest window drifted past PSI {} (exit code 3)",
-            args.alert_psi
+            args.windows.alert_psi
         ));
         std::process::exit(3);
     }
     Ok(())
-}
-
-fn short(name: &str) -> String {
-    name.chars().take(28).collect()
-}
-
-/// One window: its name, texts, top-1 categories and probabilities.
-type Window = (String, Vec<String>, Vec<String>, Vec<f64>);
-
-/// The first ten characters of `v` when they are a date `YYYY-MM-DD`.
-fn day_of(v: &str) -> Option<&str> {
-    let d = v.get(..10)?;
-    let ok = d.bytes().enumerate().all(|(j, b)| match j {
-        4 | 7 => b == b'-',
-        _ => b.is_ascii_digit(),
-    });
-    ok.then_some(d)
-}
-
-/// The windows: one per file, or with `--time-col` one per day across every file.
-fn read_windows(args: &MonitorArgs, text_col: &str) -> anyhow::Result<Vec<Window>> {
-    let mut by_day: std::collections::BTreeMap<String, Window> = Default::default();
-    let mut per_file = Vec::new();
-    for file in windows(&args.predictions)? {
-        let table = Table::read(&file, None)?;
-        let texts = table.texts(text_col)?;
-        let categories = table.texts("category_1")?;
-        let probs = floats(&table, "probability_1")?;
-        let Some(col) = &args.time_col else {
-            let name = file.file_name().map_or_else(
-                || file.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            per_file.push((name, texts, categories, probs));
-            continue;
-        };
-        for (i, v) in table.texts(col)?.iter().enumerate() {
-            let day = day_of(v).ok_or_else(|| {
-                table.bad_value(
-                    i,
-                    col,
-                    &format!("{v:?} does not start with a date YYYY-MM-DD"),
-                )
-            })?;
-            let w = by_day
-                .entry(day.to_string())
-                .or_insert_with(|| (day.to_string(), Vec::new(), Vec::new(), Vec::new()));
-            w.1.push(texts[i].clone());
-            w.2.push(categories[i].clone());
-            w.3.push(probs[i]);
-        }
-    }
-    if args.time_col.is_some() {
-        return Ok(by_day.into_values().collect());
-    }
-    Ok(per_file)
 }

@@ -5,14 +5,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::monitor::WindowOptions;
 use super::progress::Ui;
 use super::tracking::StoreArgs;
 use crate::checkpoint::meta::RunMeta;
-use crate::checkpoint::{HubSettings, ModelRef};
+use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
 use crate::data::Table;
 use crate::error::Error;
 use crate::infer::{PredictOptions, Predictor, Quiet};
-use crate::report::{render, Scored};
+use crate::monitor::Profile;
+use crate::report::{render, Monitoring, Scored};
 use crate::track::Registry;
 
 #[derive(Debug, Args)]
@@ -28,6 +30,12 @@ pub struct ReportArgs {
     /// Label column of --data [default: the model's].
     #[arg(long)]
     pub label_col: Option<String>,
+    /// Prediction files of `catbert infer` (or folders of them), one window each as in
+    /// `catbert monitor`: adds the quality and drift timelines.
+    #[arg(long, num_args = 1..)]
+    pub predictions: Vec<PathBuf>,
+    #[command(flatten)]
+    pub windows: WindowOptions,
     /// Output file.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
@@ -36,13 +44,12 @@ pub struct ReportArgs {
 }
 
 /// The report of `meta`'s run, scoring `texts` against `labels` (labels the model lacks are
-/// left out).
+/// left out), with the monitoring timelines when given.
 pub fn html(
     predictor: &Predictor,
     meta: &RunMeta,
-    texts: &[String],
-    labels: &[String],
-    source: &str,
+    (texts, labels, source): (&[String], &[String], &str),
+    monitoring: Option<&Monitoring>,
 ) -> anyhow::Result<String> {
     let classes = predictor.labels();
     let (mut keep, mut truth) = (Vec::new(), Vec::new());
@@ -67,18 +74,19 @@ pub fn html(
         source: source.to_string(),
     });
     let title = format!("catbert report: {}", predictor.origin());
-    Ok(render(meta, &title, scored.as_ref()))
+    Ok(render(meta, &title, scored.as_ref(), monitoring))
 }
 
 pub fn run(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
     let reference = ModelRef::try_parse(&args.model)?;
     let registry = Registry::new(args.store.open()?);
-    let options = PredictOptions {
-        registry: Some(registry.resolver()),
-        hub: Some(HubSettings::from_env()),
-        ..PredictOptions::default()
-    };
-    let predictor = Predictor::load(&reference, crate::device::DeviceChoice::Cpu, options)?;
+    let folder = reference.resolve_with(&HubSettings::from_env(), Some(&registry))?;
+    let predictor = Predictor::from_checkpoint(
+        Checkpoint::open(&folder.dir)?,
+        &folder.origin,
+        crate::device::DeviceChoice::Cpu,
+        PredictOptions::default(),
+    )?;
     let Some(meta) = predictor.meta().cloned() else {
         return Err(Error::Usage(format!(
             "{} has no catbert.json: a report needs a checkpoint written by catbert finetune",
@@ -102,7 +110,27 @@ pub fn run(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         None => (Vec::new(), Vec::new(), String::new()),
     };
-    let page = html(&predictor, &meta, &texts, &labels, &source)?;
+    let assessed = if args.predictions.is_empty() {
+        Vec::new()
+    } else {
+        let reference = Profile::load(&folder.dir)?;
+        let text_col = args.text_col.clone().unwrap_or(meta.text_column.clone());
+        (args.windows).assess(&predictor, reference.as_ref(), &args.predictions, &text_col)?
+    };
+    let monitoring = (!assessed.is_empty()).then(|| Monitoring {
+        windows: &assessed,
+        thresholds: args.windows.thresholds(),
+        source: (args.predictions.iter())
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    });
+    let page = html(
+        &predictor,
+        &meta,
+        (&texts, &labels, &source),
+        monitoring.as_ref(),
+    )?;
     crate::fsutil::write_bytes_atomic(&args.out, page.as_bytes())?;
     ui.result(&format!("report: {}", args.out.display()));
     Ok(())

@@ -3,6 +3,7 @@
 //! figures per window of predictions, and the thresholds that mark a window.
 
 pub mod drift;
+pub mod windows;
 
 use std::path::Path;
 

@@ -2,15 +2,17 @@
 //! fetched) with every metric per epoch, per-class precision / recall / F1, the confusion
 //! matrix (counts and row-normalised), and — given predictions on labelled rows — the most
 //! frequent confusions with example texts and a reliability diagram with the expected
-//! calibration error.
+//! calibration error; given windows of predictions, the quality and drift timelines.
 
 pub mod svg;
+pub mod timeline;
 
 use std::fmt::Write as _;
 
 use crate::checkpoint::meta::RunMeta;
 use crate::metrics::Evaluation;
 use svg::{esc, heatmap, lines, reliability, Series};
+pub use timeline::Monitoring;
 
 /// Predictions on labelled rows: the text, the true class, and every class's probability.
 pub struct Scored<'a> {
@@ -82,8 +84,14 @@ fn metric_chart(
     ))
 }
 
-/// The report of the run in `meta`, with `scored` predictions when given.
-pub fn render(meta: &RunMeta, title: &str, scored: Option<&Scored>) -> String {
+/// The report of the run in `meta`, with `scored` predictions and `monitoring` windows when
+/// given.
+pub fn render(
+    meta: &RunMeta,
+    title: &str,
+    scored: Option<&Scored>,
+    monitoring: Option<&Monitoring>,
+) -> String {
     let classes = &meta.labels;
     let mut h = String::new();
     let _ = write!(
@@ -137,6 +145,14 @@ pub fn render(meta: &RunMeta, title: &str, scored: Option<&Scored>) -> String {
             top.max(1e-6) * 1.05
         )
     );
+    let per_step: Vec<&[f32]> = meta
+        .epochs
+        .iter()
+        .map(|e| e.step_losses.as_slice())
+        .collect();
+    if per_step.iter().all(|e| !e.is_empty()) && !per_step.is_empty() {
+        h.push_str(&svg::steps("Training loss per step", &per_step));
+    }
     for (pick, name) in [
         (
             (|e| e.holdout.as_ref())
@@ -190,6 +206,9 @@ pub fn render(meta: &RunMeta, title: &str, scored: Option<&Scored>) -> String {
     }
     if let Some(s) = scored {
         h.push_str(&scored_section(s, classes));
+    }
+    if let Some(m) = monitoring {
+        h.push_str(&timeline::section(m));
     }
     h.push_str("</body></html>\n");
     h

@@ -62,7 +62,9 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], lo: f64, hi: f
             y = y(v)
         );
     }
-    for (i, label) in x_labels.iter().enumerate() {
+    // At most about eight labels, so that many windows (days) stay readable.
+    let every = n.div_ceil(8);
+    for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % every == 0) {
         let _ = write!(
             s,
             r#"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle">{}</text>"#,
@@ -102,6 +104,101 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], lo: f64, hi: f
         );
     }
     s.push_str("</svg>");
+    s
+}
+
+/// The training loss of every step (thin, light) with its moving average (the mean of the
+/// last `n / 40` steps, bold), epoch boundaries as dashed rules. `epochs` holds each epoch's
+/// step losses. Over 1,500 steps, consecutive steps are averaged in pairs (or more) first.
+pub fn steps(title: &str, epochs: &[&[f32]]) -> String {
+    let (w, h, left, top, bottom, right) = (720.0, 260.0, 48.0, 28.0, 36.0, 20.0);
+    let (plot_w, plot_h) = (w - left - right, h - top - bottom);
+    let all: Vec<f64> = epochs
+        .iter()
+        .flat_map(|e| e.iter().map(|&v| f64::from(v)))
+        .collect();
+    let n = all.len();
+    let stride = n.div_ceil(1500).max(1);
+    let raw: Vec<f64> = all
+        .chunks(stride)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
+    let window = (n / 40).max(1);
+    let mut smooth = Vec::with_capacity(n);
+    let mut sum = 0.0;
+    for (i, v) in all.iter().enumerate() {
+        sum += v;
+        if i >= window {
+            sum -= all[i - window];
+        }
+        smooth.push(sum / (i + 1).min(window) as f64);
+    }
+    let hi = raw.iter().fold(0.0f64, |a, &b| a.max(b)).max(1e-6) * 1.05;
+    let x = |step: f64| left + plot_w * step / (n.max(2) - 1) as f64;
+    let y = |v: f64| top + plot_h * (1.0 - v / hi);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>{t}</title><text x="{left}" y="16" font-size="13" font-weight="bold">{t}</text>"#,
+        t = esc(title)
+    );
+    for k in 0..=4 {
+        let v = hi * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{v:.2}</text>"##,
+            left + plot_w,
+            left - 4.0,
+            y(v) + 3.0,
+            yv = y(v)
+        );
+    }
+    for k in 0..=4 {
+        let step = (n.saturating_sub(1) * k / 4) as f64;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle">{}</text>"#,
+            x(step),
+            h - bottom + 14.0,
+            step as usize + 1
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" font-size="10" text-anchor="end">step</text>"#,
+        left + plot_w,
+        h - 4.0
+    );
+    let mut at = 0;
+    for (k, e) in epochs.iter().enumerate() {
+        if k > 0 {
+            let _ = write!(
+                s,
+                r##"<line x1="{bx:.1}" x2="{bx:.1}" y1="{top}" y2="{}" stroke="#999" stroke-dasharray="4,3"/>"##,
+                top + plot_h,
+                bx = x(at as f64 - 0.5)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" font-size="10">epoch {}</text>"#,
+            x(at as f64) + 4.0,
+            top + 10.0,
+            k + 1
+        );
+        at += e.len();
+    }
+    let raw_points: Vec<String> = (raw.iter().enumerate())
+        .map(|(i, &v)| format!("{:.1},{:.1}", x((i * stride) as f64), y(v)))
+        .collect();
+    let smooth_points: Vec<String> = (smooth.iter().enumerate())
+        .step_by(stride)
+        .map(|(i, &v)| format!("{:.1},{:.1}", x(i as f64), y(v)))
+        .collect();
+    let _ = write!(
+        s,
+        r##"<polyline fill="none" stroke="#9ecae1" stroke-width="1" points="{}"/><polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{}"/></svg>"##,
+        raw_points.join(" "),
+        smooth_points.join(" ")
+    );
     s
 }
 

@@ -187,6 +187,7 @@ pub(crate) fn run_loop(
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         let mut lr = 0.0;
         let mut phases = PhaseSeconds::default();
+        let mut step_losses = Vec::with_capacity(batches.len());
         for rows in &batches {
             lr = hyper.lr * linear_schedule(opt.steps(), warmup, total_steps);
             let labels: Vec<usize> = rows.iter().map(|&i| data.train.labels[i]).collect();
@@ -231,6 +232,7 @@ pub(crate) fn run_loop(
             phases.optimizer += t_optimizer.elapsed().as_secs_f64();
             loss_sum += loss_value * rows.len() as f64;
             seen += rows.len();
+            step_losses.push(loss_value as f32);
             let step = Step {
                 epoch,
                 global_step: opt.steps(),
@@ -274,6 +276,7 @@ pub(crate) fn run_loop(
             phase_seconds: phases,
             holdout,
             eval,
+            step_losses,
         };
         let score = record
             .selection()

@@ -16,6 +16,7 @@ fn record(epoch: usize, truth: &[usize], predicted: &[usize], loss: f64) -> Epoc
         phase_seconds: PhaseSeconds::default(),
         holdout: Some(e),
         eval: None,
+        step_losses: vec![1.0],
     }
 }
 
