@@ -58,6 +58,9 @@ pub const SETTING_KEYS: &[&str] = &[
     "http_workers",
     "poll",
     "shutdown_timeout",
+    "file",
+    "review_out",
+    "key_cols",
 ];
 
 /// What kind of failure an error is, for front ends to map to exit codes or HTTP statuses.
@@ -209,6 +212,10 @@ pub enum Error {
     #[error("{0}")]
     Registry(String),
 
+    /// A failure that is catbert's own fault (a bug), with what it was doing.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("{context}: {source}")]
     Candle {
         context: String,
@@ -238,7 +245,9 @@ impl Error {
             | Error::OutOfMemory { .. }
             | Error::LockTimeout { .. }
             | Error::Tracking(_) => ErrorKind::Resources,
-            Error::Candle { .. } | Error::Diverged { .. } => ErrorKind::Internal,
+            Error::Candle { .. } | Error::Diverged { .. } | Error::Internal(_) => {
+                ErrorKind::Internal
+            }
             _ => ErrorKind::Input,
         }
     }

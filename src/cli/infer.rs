@@ -28,18 +28,24 @@ pub struct InferArgs {
     #[arg(long)]
     pub model: String,
 
-    /// Input rows: .csv, .tsv, .jsonl/.ndjson or .parquet.
+    /// Input rows: .csv, .tsv, .jsonl/.ndjson or .parquet; `-` streams rows from stdin
+    /// (with --format jsonl or arrow) and predictions to stdout as they are made.
     #[arg(long)]
     pub file: PathBuf,
 
     /// Output file; its extension picks the format. Default: `<input stem>.predictions.csv`
-    /// beside the input.
+    /// beside the input; `-` (stdout) when streaming.
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// Input format, overriding the extension.
-    #[arg(long, value_parser = parse_format)]
-    pub format: Option<Format>,
+    /// Input format, overriding the extension; when streaming (`--file -`): `jsonl` (JSON
+    /// Lines) or `arrow` (an Arrow IPC stream), the output's format too.
+    #[arg(long)]
+    pub format: Option<String>,
+
+    /// Input columns carried into the long layout (--long), e.g. a product id.
+    #[arg(long, value_delimiter = ',')]
+    pub key_cols: Vec<String>,
 
     /// Text column (default: the one recorded in the checkpoint, else `text`).
     #[arg(long)]
@@ -104,6 +110,21 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     if args.top_k == 0 {
         return Err(Error::Usage("`top_k` must be at least 1".into()).into());
     }
+    if args.file.as_os_str() == "-" {
+        return super::infer_stream::run(&args, ui);
+    }
+    if args.out.as_deref().is_some_and(|o| o.as_os_str() == "-") {
+        return Err(Error::Usage(
+            "`out` - (stdout) streams predictions: give the rows on stdin too (`file` -)".into(),
+        )
+        .into());
+    }
+    let format = args
+        .format
+        .as_deref()
+        .map(parse_format)
+        .transpose()
+        .map_err(Error::Usage)?;
     let out = args
         .out
         .clone()
@@ -111,21 +132,15 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     check_output_path(&out, &args.file, args.overwrite)?;
 
     let reference = ModelRef::try_parse(&args.model)?;
-    let model = match &reference {
-        ModelRef::Registry { .. } => {
-            let registry = Registry::new(args.store.open()?);
-            reference.resolve_with(&HubSettings::from_env(), Some(&registry))?
-        }
-        _ => reference.resolve(&HubSettings::from_env())?,
-    };
+    let model = resolve_model(&reference, &args.store)?;
     let checkpoint = Checkpoint::open(&model.dir)?;
     let text_col = (args.text_col.as_deref())
         .or(checkpoint.text_column())
         .unwrap_or("text")
         .to_string();
-    let table = Table::read(&args.file, args.format)?;
+    let table = Table::read(&args.file, format)?;
     let texts = table.texts(&text_col)?;
-    if let Some(col) = &args.label_col {
+    for col in args.label_col.iter().chain(&args.key_cols) {
         table.labels(col)?; // a missing column, before the model loads
     }
 
@@ -155,7 +170,7 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
 
     let labels = predictor.labels();
     let mut frame = if args.long {
-        long_frame(&top, labels)
+        long_frame(&top, labels, &table.frame, &args.key_cols)
     } else {
         wide_frame(table.frame.clone(), &top, labels)
     }
@@ -208,6 +223,20 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         out.display()
     ));
     Ok(())
+}
+
+/// The folder of `reference`, through the registry for `models:/` references.
+pub fn resolve_model(
+    reference: &ModelRef,
+    store: &StoreArgs,
+) -> anyhow::Result<crate::checkpoint::ModelFolder> {
+    Ok(match reference {
+        ModelRef::Registry { .. } => {
+            let registry = Registry::new(store.open()?);
+            reference.resolve_with(&HubSettings::from_env(), Some(&registry))?
+        }
+        _ => reference.resolve(&HubSettings::from_env())?,
+    })
 }
 
 /// Append the rows `col` verifies, with the model's top-1 and its probability, to `store`.

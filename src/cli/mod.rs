@@ -6,6 +6,7 @@ mod feedback;
 mod finetune;
 mod finetune_view;
 mod infer;
+mod infer_stream;
 pub mod launch;
 mod monitor;
 mod progress;

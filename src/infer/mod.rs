@@ -6,6 +6,7 @@ pub mod output;
 mod predictor;
 pub mod review;
 pub mod scoring;
+pub mod stream;
 
 pub use crate::model::batched::{
     batch_top_k, predict_probs, predict_top_k, top_k, top_k_indices, Progress, Quiet, TopK,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{Column, DataFrame, NamedFrom, PolarsResult, Series};
+use polars::prelude::{Column, DataFrame, IdxCa, IdxSize, NamedFrom, PolarsResult, Series};
 
 use crate::model::batched::TopK;
 
@@ -35,9 +35,23 @@ pub fn wide_frame(mut frame: DataFrame, top: &TopK, labels: &[String]) -> Polars
     Ok(frame)
 }
 
-/// One row per (input row, rank): `row_id`, `rank` (0 = best), `category`, `probability`.
-pub fn long_frame(top: &TopK, labels: &[String]) -> PolarsResult<DataFrame> {
+/// One row per (input row, rank): the `keys` columns of `input`, `row_id`, `rank` (0 = best),
+/// `category`, `probability`.
+pub fn long_frame(
+    top: &TopK,
+    labels: &[String],
+    input: &DataFrame,
+    keys: &[String],
+) -> PolarsResult<DataFrame> {
     let n = top.classes.len();
+    let mut columns: Vec<Column> = Vec::new();
+    if !keys.is_empty() {
+        let idx: Vec<IdxSize> = (0..n).map(|i| (i / top.k) as IdxSize).collect();
+        let repeated = input
+            .select(keys.iter().map(String::as_str))?
+            .take(&IdxCa::from_vec("idx".into(), idx))?;
+        columns.extend(repeated.columns().iter().cloned());
+    }
     let row_id: Vec<u64> = (0..n).map(|i| (i / top.k) as u64).collect();
     let rank: Vec<u32> = (0..n).map(|i| (i % top.k) as u32).collect();
     let category: Vec<&str> = top
@@ -45,10 +59,11 @@ pub fn long_frame(top: &TopK, labels: &[String]) -> PolarsResult<DataFrame> {
         .iter()
         .map(|&c| labels[c as usize].as_str())
         .collect();
-    DataFrame::new_infer_height(vec![
+    columns.extend([
         Series::new("row_id".into(), row_id).into(),
         Series::new("rank".into(), rank).into(),
         Series::new("category".into(), category).into(),
         Series::new("probability".into(), top.probs.clone()).into(),
-    ])
+    ]);
+    DataFrame::new_infer_height(columns)
 }
