@@ -9,6 +9,7 @@ mod infer;
 mod infer_stream;
 pub mod launch;
 mod monitor;
+mod pipeline;
 mod progress;
 mod registry;
 mod report;
@@ -61,6 +62,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Serve a classifier over HTTP (TEI-compatible /predict, /v1/predict, /v1/feedback).
     Serve(Box<serve::ServeArgs>),
+    /// Every client's day from a clients.toml: retrain when due, register, score the new rows
+    /// into partitions by client and date.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Options shared by every command that runs a model.
@@ -97,7 +101,8 @@ impl Command {
             Command::Registry(_)
             | Command::Feedback(_)
             | Command::Monitor(_)
-            | Command::Report(_) => None,
+            | Command::Report(_)
+            | Command::Pipeline(_) => None,
         }
     }
 
@@ -123,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Feedback(args) => feedback::run(args, &ui),
         Command::Monitor(args) => monitor::run(args, &ui),
         Command::Report(args) => report::run(args, &ui),
+        Command::Pipeline(args) => pipeline::run(args, &ui),
     }
 }
 
