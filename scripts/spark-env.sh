@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Create (or reuse) the Python environment of the Spark job: pyspark 4.3.0 (which ships the
-# Spark runtime) with pyarrow and pandas, in a venv outside the repository
-# (~/.cache/catbert/spark-venv; CATBERT_SPARK_VENV overrides). Spark needs Java 17: when no
+# Spark runtime) with pyarrow and pandas 2 (PySpark 4.3 warns on pandas 3), in a venv outside
+# the repository (~/.cache/catbert/spark-venv; CATBERT_SPARK_VENV overrides). Spark needs Java 17: when no
 # `java` is on PATH, OpenJDK 17 is installed from Debian's packages (apt-get, as root).
 # Idempotent (a stamp records the package list). Progress on stderr; the venv's python path
 # is the only thing on stdout: py=$(scripts/spark-env.sh)
 set -euo pipefail
 
 venv=${CATBERT_SPARK_VENV:-$HOME/.cache/catbert/spark-venv}
-packages=(pyspark==4.3.0 pyarrow==25.0.1 pandas==3.1.1 numpy==2.4.6)
+packages=(pyspark==4.3.0 pyarrow==25.0.1 pandas==2.3.3 numpy==2.4.6)
 stamp="$venv/.catbert-spark-stamp"
 want="${packages[*]}"
 py="$venv/bin/python"
