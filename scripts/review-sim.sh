@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Does the review queue choose better rows to verify than chance? A simulation on the product
-# data with its human-verified labels:
-#   - the 938 verified queries are split in two (seeded): a pool whose labels we pretend not to
-#     know, and a test set;
-#   - a base model is fine-tuned on the bundled 3,000-row sample (configs/products-sample.toml
-#     settings, its queries not used);
-#   - N pool rows are "verified" (their human labels looked up) twice: the N the review queue
-#     of the base model lists (`infer --review-out --review-budget N`), and N at random (SEEDS
-#     draws); each set goes into a feedback store and a fresh fine-tune on sample + feedback;
+# data:
+#   - the test set is the 938 human-verified queries (HUMAN_VERIFIED_Category);
+#   - the pool is POOL rows (seeded) of Training_Data.csv that are neither in the bundled
+#     3,000-row sample nor among the test texts, their labels hidden until "verified";
+#   - a base model is fine-tuned on the bundled sample (MiniLM, 2 epochs, f1_min, --eval = the
+#     test set, which picks nothing: the hold-out picks the epoch);
+#   - N pool rows are verified (their labels looked up): the N the base model's review queue
+#     lists (`infer --review-out --review-budget N`), and N at random (DRAWS draws); each set
+#     goes into a feedback store and a fresh fine-tune on sample + feedback (same seed);
 #   - every model is scored on the test set: f1_min, weighted F1, accuracy.
-# Usage: scripts/review-sim.sh [N, default 100] [DRAWS, default 2] [TRAIN_SEEDS, default 3]
 # Every arm is repeated for TRAIN_SEEDS fine-tune seeds (the base model, and so its review
-# queue, changes with the seed); the random arm draws DRAWS row sets per seed. Prints one row
-# per run, then the mean ± standard deviation per arm. About 75 s per fine-tune on 2 cores,
-# TRAIN_SEEDS × (2 + DRAWS) fine-tunes.
+# queue, changes with the seed). Prints one row per run, then mean ± standard deviation per arm.
+# Usage: scripts/review-sim.sh [N=200] [DRAWS=2] [TRAIN_SEEDS=3] [POOL=10000]
+# About 80 s per fine-tune and 45 s per pool of 10,000 on 2 cores: TRAIN_SEEDS × (2 + DRAWS)
+# fine-tunes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-n=${1:-100}
+n=${1:-200}
 draws=${2:-2}
 train_seeds=${3:-3}
+pool_n=${4:-10000}
 py=$("$root/scripts/py-oracle.sh")
 scripts/fetch-model.sh >/dev/null
 cargo build --release --locked --quiet
@@ -28,19 +30,23 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CATBERT_HOME=$work/home
 
-"$py" - "$work" <<'EOF'
+"$py" - "$work" "$pool_n" <<'EOF'
 import csv, random, sys
-out = sys.argv[1]
-with open("datasets/products/Query_and_Validation_Data.csv", newline="") as f:
-    rows = [r for r in csv.DictReader(f) if r["HUMAN_VERIFIED_Category"].strip()]
-random.Random(7).shuffle(rows)
-half = len(rows) // 2
-for name, part in (("pool", rows[:half]), ("test", rows[half:])):
+out, pool_n = sys.argv[1], int(sys.argv[2])
+read = lambda p: list(csv.DictReader(open(p, newline="")))
+sample = {r["product_description"] for r in read("datasets/products-sample/train.csv")}
+test = [r for r in read("datasets/products/Query_and_Validation_Data.csv")
+        if r["HUMAN_VERIFIED_Category"].strip()]
+seen = sample | {r["product_description"] for r in test}
+pool = [r for r in read("datasets/products/Training_Data.csv") if r["product_description"] not in seen]
+random.Random(7).shuffle(pool)
+pool = pool[:pool_n]
+for name, rows, label in (("pool", pool, "Category"), ("test", test, "HUMAN_VERIFIED_Category")):
     with open(f"{out}/{name}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["product_description", "label"])
-        w.writerows((r["product_description"], r["HUMAN_VERIFIED_Category"]) for r in part)
-print(f"{half} pool rows, {len(rows) - half} test rows", file=sys.stderr)
+        w.writerows((r["product_description"], r[label]) for r in rows)
+print(f"{len(pool)} pool rows, {len(test)} test rows", file=sys.stderr)
 EOF
 
 train() { # $1 = out folder, rest = extra flags

@@ -102,11 +102,13 @@ fn a_broken_client_fails_alone_and_reruns_skip_finished_partitions() {
     let extra = format!(
         "[clients.broken]\ntrain = \"{}\"\nscore = \"{}\"\n\
          [clients.quiet]\ntrain = \"{}\"\nscore = \"{}\"\n\
-         [clients.ghost]\nscore = \"{}/data/acme/new/{{date}}\"\n",
+         [clients.ghost]\nscore = \"{}/data/acme/new/{{date}}\"\n\
+         [clients.lost]\ntrain = \"{}/nowhere.csv\"\n",
         s(&broken),
         s(&dir.path().join("data/acme/new/{date}")),
         s(&dir.path().join("data/acme/train.csv")),
         s(&dir.path().join("empty")),
+        s(dir.path()),
         s(dir.path()),
     );
     let config = workspace(dir.path(), "predictions", &extra);
@@ -135,7 +137,14 @@ fn a_broken_client_fails_alone_and_reruns_skip_finished_partitions() {
         "{out}"
     );
     assert!(
-        stderr(&o).contains("3 of 5 clients succeeded"),
+        line("lost").contains(&format!(
+            "`train`: {}/nowhere.csv: file not found",
+            s(dir.path())
+        )),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("3 of 6 clients succeeded"),
         "{}",
         stderr(&o)
     );

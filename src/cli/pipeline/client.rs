@@ -170,7 +170,7 @@ fn feedback_store(name: &str) -> FeedbackStore {
 /// The training file: the one file given, else the text and label columns of every file
 /// stacked into one Parquet file in the work folder.
 fn training_file(c: &Client, work: &Path) -> Result<PathBuf, String> {
-    let files = expand(&c.train).map_err(|e| e.to_string())?;
+    let files = expand(&c.train).map_err(|e| format!("`train`: {e}"))?;
     if let [one] = files.as_slice() {
         return Ok(one.clone());
     }
