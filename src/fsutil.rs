@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// The temporary sibling used while `path` is being written.
-fn temp_path(path: &Path) -> PathBuf {
+/// The temporary sibling used while `path` is being written: `.NAME.tmp-PID` beside it.
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -81,9 +81,9 @@ pub fn remove_active_temps() {
     }
 }
 
-/// Delete temporary siblings of `path` left by processes that no longer run (killed while
-/// writing it).
-fn remove_stale_temps(path: &Path) {
+/// Delete temporary siblings of `path` (files or folders named `.NAME.tmp-PID`) left by
+/// processes that no longer run (killed while writing it).
+pub fn remove_stale_temps(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
@@ -105,7 +105,12 @@ fn remove_stale_temps(path: &Path) {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(entry.path());
+            let p = entry.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }

@@ -243,28 +243,31 @@ else:
     );
 }
 
+/// A JSON Lines worker on the tiny model, its stdin and stdout piped.
+fn jsonl_worker(stderr: Stdio) -> std::process::Child {
+    let model = oracle().join("tiny");
+    let args = [
+        "infer",
+        "--model",
+        s(&model),
+        "--file",
+        "-",
+        "--format",
+        "jsonl",
+        "-q",
+    ];
+    catbert_cmd(&args, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// Peak RSS (KiB) of the worker streaming `rows` generated rows.
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its peak RSS
 fn peak_rss_streaming(rows: usize) -> i64 {
-    let model = oracle().join("tiny");
-    let mut child = catbert_cmd(
-        &[
-            "infer",
-            "--model",
-            s(&model),
-            "--file",
-            "-",
-            "--format",
-            "jsonl",
-            "-q",
-        ],
-        &[],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = jsonl_worker(Stdio::null());
     let mut stdin = std::io::BufWriter::new(child.stdin.take().unwrap());
     let writer = std::thread::spawn(move || {
         let words = [
@@ -306,24 +309,7 @@ fn memory_stays_flat_whatever_the_stream_length() {
 
 #[test]
 fn a_closed_stdout_ends_the_worker_quietly() {
-    let model = oracle().join("tiny");
-    let mut child = catbert_cmd(
-        &[
-            "infer",
-            "--model",
-            s(&model),
-            "--file",
-            "-",
-            "--format",
-            "jsonl",
-        ],
-        &[],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = jsonl_worker(Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         for i in 0..1_000_000 {

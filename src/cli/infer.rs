@@ -132,27 +132,14 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     check_output_path(&out, &args.file, args.overwrite)?;
 
     let reference = ModelRef::try_parse(&args.model)?;
-    let model = resolve_model(&reference, &args.store)?;
-    let checkpoint = Checkpoint::open(&model.dir)?;
-    let text_col = (args.text_col.as_deref())
-        .or(checkpoint.text_column())
-        .unwrap_or("text")
-        .to_string();
+    let (model, checkpoint, text_col) = open_model(&reference, &args)?;
     let table = Table::read(&args.file, format)?;
     let texts = table.texts(&text_col)?;
     for col in args.label_col.iter().chain(&args.key_cols) {
         table.labels(col)?; // a missing column, before the model loads
     }
 
-    let options = PredictOptions {
-        max_len: args.max_len,
-        batch_size: args.batch_size,
-        precision: args.run.precision,
-        hub: None,
-        registry: None,
-    };
-    let predictor =
-        Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;
+    let predictor = load_predictor(&args, checkpoint, &model.origin)?;
     show_model(ui, &predictor, &args, texts.len());
 
     let start = Instant::now();
@@ -225,18 +212,47 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The folder of `reference`, through the registry for `models:/` references.
-pub fn resolve_model(
+/// The folder of `reference` (through the registry for `models:/` references), its checkpoint
+/// opened (cheap: config and metadata), and the text column to read: `--text-col`, else the
+/// one the checkpoint records, else `text`.
+pub fn open_model(
     reference: &ModelRef,
-    store: &StoreArgs,
-) -> anyhow::Result<crate::checkpoint::ModelFolder> {
-    Ok(match reference {
+    args: &InferArgs,
+) -> anyhow::Result<(crate::checkpoint::ModelFolder, Checkpoint, String)> {
+    let model = match reference {
         ModelRef::Registry { .. } => {
-            let registry = Registry::new(store.open()?);
+            let registry = Registry::new(args.store.open()?);
             reference.resolve_with(&HubSettings::from_env(), Some(&registry))?
         }
         _ => reference.resolve(&HubSettings::from_env())?,
-    })
+    };
+    let checkpoint = Checkpoint::open(&model.dir)?;
+    let text_col = (args.text_col.as_deref())
+        .or(checkpoint.text_column())
+        .unwrap_or("text")
+        .to_string();
+    Ok((model, checkpoint, text_col))
+}
+
+/// The classifier of `checkpoint` loaded with `args`' settings.
+pub fn load_predictor(
+    args: &InferArgs,
+    checkpoint: Checkpoint,
+    origin: &str,
+) -> anyhow::Result<Predictor> {
+    let options = PredictOptions {
+        max_len: args.max_len,
+        batch_size: args.batch_size,
+        precision: args.run.precision,
+        hub: None,
+        registry: None,
+    };
+    Ok(Predictor::from_checkpoint(
+        checkpoint,
+        origin,
+        args.run.device,
+        options,
+    )?)
 }
 
 /// Append the rows `col` verifies, with the model's top-1 and its probability, to `store`.

@@ -5,12 +5,11 @@
 use std::io::{BufReader, BufWriter};
 use std::time::Instant;
 
-use super::infer::{resolve_model, InferArgs};
+use super::infer::{load_predictor, open_model, InferArgs};
 use super::progress::Ui;
-use crate::checkpoint::{Checkpoint, ModelRef};
+use crate::checkpoint::ModelRef;
 use crate::error::Error;
 use crate::infer::stream::{is_closed_output, predict_stream, StreamFormat, StreamOptions};
-use crate::infer::{PredictOptions, Predictor};
 
 fn stream_format(name: Option<&str>) -> Result<StreamFormat, Error> {
     match name {
@@ -46,21 +45,8 @@ pub fn run(args: &InferArgs, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     let reference = ModelRef::try_parse(&args.model)?;
-    let model = resolve_model(&reference, &args.store)?;
-    let checkpoint = Checkpoint::open(&model.dir)?;
-    let text_col = (args.text_col.as_deref())
-        .or(checkpoint.text_column())
-        .unwrap_or("text")
-        .to_string();
-    let options = PredictOptions {
-        max_len: args.max_len,
-        batch_size: args.batch_size,
-        precision: args.run.precision,
-        hub: None,
-        registry: None,
-    };
-    let predictor =
-        Predictor::from_checkpoint(checkpoint, &model.origin, args.run.device, options)?;
+    let (model, checkpoint, text_col) = open_model(&reference, args)?;
+    let predictor = load_predictor(args, checkpoint, &model.origin)?;
     predictor.notices().iter().for_each(|n| ui.notice(n));
     ui.info(&format!(
         "model {} ({} classes) on {}, {}; streaming {} rows from stdin",

@@ -308,8 +308,10 @@ fn score(
     .map_err(|e| e.to_string())?;
     let parent = part.parent().expect("a partition has a client folder");
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    remove_stale_temps(parent, day.date);
-    let tmp = parent.join(format!(".date={}.tmp-{}", day.date, std::process::id()));
+    // The temporary folder is named as the atomic writes name theirs, so the same sweep
+    // removes what a killed run left.
+    crate::fsutil::remove_stale_temps(part);
+    let tmp = crate::fsutil::temp_path(part);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let (mut rows, mut written) = (0, 0);
@@ -369,27 +371,6 @@ fn score(
     }
     std::fs::rename(&tmp, part).map_err(|e| format!("{}: {e}", part.display()))?;
     Ok((rows, written))
-}
-
-/// Remove temporary partition folders of `date` left by processes that no longer run.
-fn remove_stale_temps(dir: &Path, date: &str) {
-    let prefix = format!(".date={date}.tmp-");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }
 
 /// Test-only: `CATBERT_TEST_CRASH=pipeline-partition@ID` kills the process (SIGKILL) after
