@@ -5,7 +5,8 @@
 #               10% hold-out; samples/s exclude evaluation) and the per-step phase split
 #               (forward / backward / optimizer incl. clipping; PyTorch's from torch_train_step.py);
 #   inference — the 4,688 rows of Query_and_Validation_Data.csv on the same fine-tuned checkpoint.
-# Peak RSS of every process. Prints one table last.   Usage: scripts/bench-cpu.sh [THREADS...]
+# Peak RSS of every process. Then scripts/bench-ort.sh for the same threads (ONNX Runtime fp32
+# and int8, PyTorch on sorted batches, MiniLM and the BERT-base shape). Usage: scripts/bench-cpu.sh [THREADS...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -71,3 +72,7 @@ print(f"{t:<7} | {f(sc):6.1f} / {f(st):6.1f} = {f(sc)/f(st):4.2f}x | {pc} | {pt}
       f"{f(ic):6.1f} / {f(it):6.1f} = {f(ic)/f(it):4.2f}x | {f(ric):5.0f} / {f(rit):5.0f}")
 PY
 done
+
+# Inference against ONNX Runtime (fp32 and int8) and PyTorch on sorted batches, MiniLM and the
+# BERT-base shape, with the accuracy cost of int8 and the machine's fp32 ceiling.
+scripts/bench-ort.sh "${threads[@]}"

@@ -22,6 +22,8 @@ packages=(
   pandas==3.1.1
   pyarrow==25.0.1
   mlflow[auth]==3.17.2
+  onnx==1.23.2
+  onnxruntime==1.32.0
 )
 stamp="$venv/.catbert-oracle-stamp"
 want="${packages[*]}"

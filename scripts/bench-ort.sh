@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# CPU inference against the fastest common alternative: catbert vs ONNX Runtime (fp32; int8 by
+# quantize_dynamic, per tensor and per channel) vs PyTorch eager fed the same length-sorted
+# batches of 64 (scripts/ort_infer.py), one run each, same machine, same threads, same rows:
+#   MiniLM-L6 with a 5-class head (target/oracle/minilm-cls) on the 4,688 product queries;
+#   a BERT-base-shaped classifier (random weights, 12 layers, hidden 768) on the first
+#   BASE_ROWS (1,000) of them.
+# Per run: rows/s (in process: tokenising, forwards, softmax; not model loading), the ratio to
+# catbert, peak RSS of the whole process, and the accuracy cost of int8 (top-1 agreement with
+# ONNX Runtime fp32, largest top-1 probability difference); ONNX Runtime fp32's agreement with
+# catbert's top-1 too. Also the machine's ISA and its fp32 ceiling (cores × GHz × FLOP/cycle)
+# against MiniLM's FLOP per row.
+# Usage: scripts/bench-ort.sh [THREADS...]   (default: 1 2)    Env: BASE_ROWS (1000; 0 = skip)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+threads=("${@:-1 2}")
+threads=(${threads[*]})
+base_rows=${BASE_ROWS:-1000}
+data=datasets/products/Query_and_Validation_Data.csv
+bash scripts/make-oracle.sh >/dev/null
+py=$(scripts/py-oracle.sh)
+cargo build --release --locked --quiet
+cache=${CATBERT_CACHE:-$HOME/.cache/catbert}/bench-ort
+mkdir -p "$cache"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The BERT-base-shaped classifier, made once (seeded).
+if [ ! -f "$cache/bert-base-cls/model.safetensors" ]; then
+  "$py" - "$cache/bert-base-cls" <<'PY'
+import sys, torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+torch.manual_seed(0)
+labels = ["Beverages", "Dry Goods & Pantry Staples", "Fresh & Perishable Items",
+          "Household & Personal Care", "Specialty & Miscellaneous"]
+cfg = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=512, num_labels=5,
+                 id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+BertForSequenceClassification(cfg).save_pretrained(sys.argv[1])
+AutoTokenizer.from_pretrained("models/all-MiniLM-L6-v2").save_pretrained(sys.argv[1])
+PY
+fi
+head -n "$((base_rows + 1))" "$data" >"$tmp/base-rows.csv"
+
+# Peak RSS (MiB) of a command, printed last.
+peak() { "$py" -c 'import resource,subprocess,sys; subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)' "$@"; }
+
+runs=$tmp/runs.txt
+: >"$runs"
+bench() { # $1 = name, $2 = model dir, $3 = rows file
+  local name=$1 model=$2 rows=$3
+  for t in "${threads[@]}"; do
+    echo "== $name, $t thread(s)" >&2
+    local rss
+    rss=$(peak target/release/catbert infer --model "$model" --file "$rows" --text-col product_description \
+      --out "$tmp/$name-$t-catbert.csv" --threads "$t" --device cpu 2>"$tmp/$name-$t.log" | tail -1) \
+      || { cat "$tmp/$name-$t.log" >&2; exit 1; }
+    echo "$name $t catbert $rss $tmp/$name-$t-catbert.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
+    for engine in torch ort-fp32 ort-int8 ort-int8-pc; do
+      rss=$(peak "$py" scripts/ort_infer.py --model-dir "$model" --input "$rows" --engine "$engine" \
+        --threads "$t" --work "$cache/$name-onnx" --json "$tmp/$name-$t-$engine.json" 2>"$tmp/$name-$t-$engine.log" | tail -1) \
+        || { tail -5 "$tmp/$name-$t-$engine.log" >&2; exit 1; }
+      echo "$name $t $engine $rss $tmp/$name-$t-$engine.json" >>"$runs"
+    done
+  done
+}
+bench minilm target/oracle/minilm-cls "$data"
+if [ "$base_rows" -gt 0 ]; then
+  bench bert-base "$cache/bert-base-cls" "$tmp/base-rows.csv"
+fi
+
+"$py" - "$runs" target/oracle/minilm-cls <<'PY'
+import csv, json, os, re, sys
+runs = [l.split() for l in open(sys.argv[1]) if l.strip()]
+cfg = json.load(open(os.path.join(sys.argv[2], "config.json")))
+labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
+info = open("/proc/cpuinfo").read()
+flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split())
+model = re.search(r"^model name\s*:(.*)$", info, re.M).group(1).strip()
+mhz = max(float(x) for x in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", info, re.M))
+isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+per_cycle = 64 if "avx512f" in flags else 32  # fp32 FLOP per cycle per core: 2 FMA units × lanes × 2
+
+results = {}
+for name, t, engine, rss, path, *rest in runs:
+    if engine == "catbert":
+        cats = [r["category_1"] for r in csv.DictReader(open(path))]
+        probs = [float(r["probability_1"]) for r in csv.DictReader(open(path))]
+        results[(name, t, engine)] = dict(rps=float(rest[0]), rss=float(rss), top1=[labels.index(c) for c in cats], prob1=probs)
+    else:
+        d = json.load(open(path))
+        results[(name, t, engine)] = dict(rps=d["rows_per_s"], rss=float(rss), top1=d["top1"], prob1=d["prob1"])
+
+print(f"\nCPU inference, {os.cpu_count()} cores ({model}, {mhz / 1000:.2f} GHz), ISA: {' '.join(isa)}")
+print("| model | threads | engine | rows/s | × catbert | peak RSS MiB | top-1 = fp32 | max Δp vs fp32 | top-1 = catbert |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for (name, t, engine), r in results.items():
+    base = results[(name, t, "catbert")]
+    ref = results[(name, t, "ort-fp32")]
+    agree = lambda a, b: sum(x == y for x, y in zip(a["top1"], b["top1"])) / len(a["top1"])
+    fp = f"{agree(r, ref) * 100:.2f} %" if engine.startswith("ort-int8") else "-"
+    dp = f"{max(abs(x - y) for x, y in zip(r['prob1'], ref['prob1'])):.4f}" if engine.startswith("ort-int8") else "-"
+    cb = f"{agree(r, base) * 100:.2f} %" if engine != "catbert" else "-"
+    print(f"| {name} | {t} | {engine} | {r['rps']:.0f} | {r['rps'] / base['rps']:.2f}× | {r['rss']:.0f} | {fp} | {dp} | {cb} |")
+
+# MiniLM: ~21 MFLOP per token (6 layers × 2 × (4h² + 2·h·ffn), h 384, ffn 1536) plus attention.
+h, ffn, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+flop_token = layers * 2 * (4 * h * h + 2 * h * ffn)
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[2])
+texts = [r["product_description"] for r in csv.DictReader(open("datasets/products/Query_and_Validation_Data.csv"))]
+tokens = sum(len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]) / len(texts)
+for t in sorted({int(k[1]) for k in results}):
+    ceiling = t * mhz * 1e6 * per_cycle / (flop_token * tokens)
+    parts = ", ".join(f"{e} {results[('minilm', str(t), e)]['rps'] / ceiling * 100:.0f} %"
+                      for e in ("catbert", "ort-fp32", "torch") if ("minilm", str(t), e) in results)
+    print(f"MiniLM fp32 ceiling at {t} thread(s): {ceiling:.0f} rows/s ({flop_token / 1e6:.1f} MFLOP/token × "
+          f"{tokens:.1f} tokens/row); reached: {parts}")
+PY
