@@ -366,6 +366,11 @@ impl BertClassifier {
         })
     }
 
+    /// Whether the weights live in host memory (the CPU backend).
+    pub fn on_cpu(&self) -> bool {
+        self.embeddings.word.device().is_cpu()
+    }
+
     /// Number of classes the classification head outputs.
     pub fn num_labels(&self) -> usize {
         self.num_labels
