@@ -78,7 +78,10 @@ fn for_each_batch(
     // On the CPU, batches of short texts are too small for every thread to help inside one
     // forward pass (two threads added 18 % to one); running one batch per thread at a time
     // keeps them busy. Each batch is computed exactly as alone, so results do not change.
-    let lanes = match std::env::var("CATBERT_INFER_LANES").ok().and_then(|v| v.parse().ok()) {
+    let lanes = match std::env::var("CATBERT_INFER_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(n) => n,
         None if model.on_cpu() => rayon::current_num_threads(),
         None => 1,

@@ -282,4 +282,19 @@ mod tests {
             "{ece}"
         );
     }
+
+    #[test]
+    fn the_step_chart_marks_epochs_and_thins_long_runs() {
+        let epoch: Vec<f32> = (0..2000).map(|i| 2.0 - i as f32 / 2000.0).collect();
+        let svg = svg::steps("loss", &[&epoch, &epoch]);
+        // One rule between the two epochs, both labelled, 4,000 steps on the last tick.
+        assert_eq!(svg.matches("stroke-dasharray=\"4,3\"").count(), 1);
+        assert!(svg.contains(">epoch 1<") && svg.contains(">epoch 2<"));
+        assert!(svg.contains(">4000<"));
+        // 4,000 steps are averaged in threes: at most 1,500 points per line.
+        for line in svg.split("points=\"").skip(1) {
+            let points = line.split('"').next().unwrap().split(' ').count();
+            assert!(points <= 1500, "{points}");
+        }
+    }
 }
