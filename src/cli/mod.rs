@@ -98,11 +98,11 @@ impl Command {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
             Command::Serve(a) => Some(&a.run),
+            Command::Pipeline(a) => Some(&a.run),
             Command::Registry(_)
             | Command::Feedback(_)
             | Command::Monitor(_)
-            | Command::Report(_)
-            | Command::Pipeline(_) => None,
+            | Command::Report(_) => None,
         }
     }
 

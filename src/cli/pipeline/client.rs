@@ -25,6 +25,10 @@ pub struct Day<'a> {
     pub wide: bool,
     /// Math threads of each fine-tune child.
     pub threads: usize,
+    /// Where scoring and the fine-tunes run.
+    pub device: crate::device::DeviceChoice,
+    /// Scoring precision [default: bf16 on a capable GPU, else fp32].
+    pub precision: Option<crate::device::Precision>,
     /// Tracking server, when not the local registry.
     pub tracking_uri: Option<&'a str>,
     /// The registry the clients' models live in.
@@ -225,7 +229,8 @@ fn train(c: &Client, day: &Day, log: &Path, why: &str) -> Result<(), String> {
         .arg(&config)
         .args(["--client", &c.id, "--overwrite", "--out"])
         .arg(work.join("checkpoint"))
-        .args(["--threads", &day.threads.to_string()]);
+        .args(["--threads", &day.threads.to_string()])
+        .args(["--device", &day.device.to_string()]);
     if let Some(g) = &c.promote_if {
         cmd.args(["--promote-if", g]);
     }
@@ -302,8 +307,11 @@ fn score(
     let predictor = Predictor::from_checkpoint(
         checkpoint,
         &folder.origin,
-        crate::device::DeviceChoice::Cpu,
-        PredictOptions::default(),
+        day.device,
+        PredictOptions {
+            precision: day.precision,
+            ..PredictOptions::default()
+        },
     )
     .map_err(|e| e.to_string())?;
     let parent = part.parent().expect("a partition has a client folder");

@@ -43,6 +43,9 @@ pub struct PipelineArgs {
     /// MLflow tracking server [default: the config's `tracking_uri`, else the local registry].
     #[arg(long, env = "MLFLOW_TRACKING_URI", hide_env_values = true)]
     pub tracking_uri: Option<String>,
+    /// Device and threads for scoring (and, passed on, for every client's fine-tune).
+    #[command(flatten)]
+    pub run: super::RunArgs,
 }
 
 /// One client's line of the summary.
@@ -95,13 +98,16 @@ pub fn run(args: PipelineArgs, ui: &Ui) -> anyhow::Result<()> {
         path: logs.clone(),
         reason: e.to_string(),
     })?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = (args.run.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let day = Day {
         output: &config.output,
         date: &date,
         retrain: args.retrain,
         wide: args.wide,
         threads: (cores / jobs).max(1),
+        device: args.run.device,
+        precision: args.run.precision,
         tracking_uri: tracking_uri.as_deref(),
         registry: &registry,
     };
