@@ -114,7 +114,8 @@ fn a_jsonl_stream_gives_what_infer_gives_on_the_file() {
     let (status, stdout, err) = pipe(&args, jsonl.clone().into_bytes());
     assert!(status.success(), "{err}");
     assert!(err.contains("600 rows streamed in"), "{err}");
-    assert!(err.contains("12 batches"), "{err}");
+    // Chunks of --batch-size × 2 threads = 100 rows.
+    assert!(err.contains("6 batches"), "{err}");
     let got = write(dir.path(), "got.jsonl", &stdout);
     let table = Table::read(&got, None).unwrap();
     // Wide: every input field kept, in order, then the predictions.
@@ -193,9 +194,9 @@ else:
     ];
     let (status, stdout, err) = pipe(&args, std::fs::read(&input).unwrap());
     assert!(status.success(), "{err}");
-    // 250-row batches cut into chunks of at most 64: 4 + 4 + 2 chunks.
+    // 250-row batches cut into chunks of at most 64 × 2 threads: 2 + 2 + 1 chunks.
     assert!(
-        err.contains("600 rows streamed in") && err.contains("10 batches"),
+        err.contains("600 rows streamed in") && err.contains("5 batches"),
         "{err}"
     );
     let out = write(dir.path(), "out.arrows", &stdout);

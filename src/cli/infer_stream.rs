@@ -64,7 +64,9 @@ pub fn run(args: &InferArgs, ui: &Ui) -> anyhow::Result<()> {
         top_k: args.top_k,
         long: args.long,
         key_cols: args.key_cols.clone(),
-        chunk_rows: args.batch_size,
+        // One batch per math thread at a time (the CPU runs them side by side); memory stays
+        // bounded by this many rows.
+        chunk_rows: args.batch_size * rayon::current_num_threads().max(1),
     };
     let start = Instant::now();
     let stdin = std::io::stdin();

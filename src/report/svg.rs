@@ -26,6 +26,26 @@ pub struct Series {
     pub dashed: bool,
 }
 
+/// Five horizontal rules with their values, from `lo` to `lo + span`, across the plot.
+fn y_grid(
+    s: &mut String,
+    (left, plot_w): (f64, f64),
+    (lo, span): (f64, f64),
+    y: &dyn Fn(f64) -> f64,
+) {
+    for k in 0..=4 {
+        let v = lo + span * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{v:.2}</text>"##,
+            left + plot_w,
+            left - 4.0,
+            y(v) + 3.0,
+            yv = y(v)
+        );
+    }
+}
+
 /// A line chart of `series` over x positions labelled `x_labels`, y over [lo, hi].
 pub fn lines(title: &str, x_labels: &[String], series: &[Series], lo: f64, hi: f64) -> String {
     let (w, h, left, top, bottom) = (560.0, 260.0, 48.0, 28.0, 36.0);
@@ -51,17 +71,7 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], lo: f64, hi: f
         r#"<text x="{left}" y="16" font-size="13" font-weight="bold">{}</text>"#,
         esc(title)
     );
-    for k in 0..=4 {
-        let v = lo + span * k as f64 / 4.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{v:.2}</text>"##,
-            left + plot_w,
-            left - 4.0,
-            y(v) + 3.0,
-            y = y(v)
-        );
-    }
+    y_grid(&mut s, (left, plot_w), (lo, span), &y);
     // At most about eight labels, so that many windows (days) stay readable.
     let every = n.div_ceil(8);
     for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % every == 0) {
@@ -140,17 +150,7 @@ pub fn steps(title: &str, epochs: &[&[f32]]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><title>{t}</title><text x="{left}" y="16" font-size="13" font-weight="bold">{t}</text>"#,
         t = esc(title)
     );
-    for k in 0..=4 {
-        let v = hi * k as f64 / 4.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{v:.2}</text>"##,
-            left + plot_w,
-            left - 4.0,
-            y(v) + 3.0,
-            yv = y(v)
-        );
-    }
+    y_grid(&mut s, (left, plot_w), (0.0, hi), &y);
     for k in 0..=4 {
         let step = (n.saturating_sub(1) * k / 4) as f64;
         let _ = write!(
