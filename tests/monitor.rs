@@ -145,18 +145,21 @@ fn a_time_column_makes_one_window_per_day_across_files() {
     std::fs::create_dir_all(&w).unwrap();
     std::fs::write(w.join("a.csv"), a).unwrap();
     std::fs::write(w.join("b.csv"), b).unwrap();
-    let o = catbert(
-        &[
-            "monitor",
-            "--model",
-            s(&ck),
-            "--predictions",
-            s(&w),
-            "--time-col",
-            "at",
-        ],
-        &[],
-    );
+    let monitor = || {
+        catbert(
+            &[
+                "monitor",
+                "--model",
+                s(&ck),
+                "--predictions",
+                s(&w),
+                "--time-col",
+                "at",
+            ],
+            &[],
+        )
+    };
+    let o = monitor();
     let out = String::from_utf8_lossy(&o.stdout);
     let days: Vec<(&str, &str)> = out
         .lines()
@@ -181,18 +184,7 @@ fn a_time_column_makes_one_window_per_day_across_files() {
         format!("text,category_1,probability_1,at\nx,{class},0.5,yesterday\n"),
     )
     .unwrap();
-    let o = catbert(
-        &[
-            "monitor",
-            "--model",
-            s(&ck),
-            "--predictions",
-            s(&w),
-            "--time-col",
-            "at",
-        ],
-        &[],
-    );
+    let o = monitor();
     assert_error(
         &o,
         2,

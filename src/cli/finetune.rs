@@ -127,30 +127,33 @@ macro_rules! merge {
     };
 }
 
+/// A TOML file read into `T`, a syntax or type error named by file, line and column.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::FileNotFound {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        Error::BadLine {
+            path: path.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            column: Some(before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1),
+            reason: e.message().to_string(),
+        }
+    })
+}
+
 fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
     let file = match &args.config {
         None => Settings::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::FileNotFound { path: path.clone() },
-                _ => Error::Io {
-                    path: path.clone(),
-                    source: e,
-                },
-            })?;
-            toml::from_str(&text).map_err(|e| {
-                let at = e.span().map_or(0, |s| s.start).min(text.len());
-                let before = &text[..at];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                Error::BadLine {
-                    path: path.clone(),
-                    line,
-                    column: Some(column),
-                    reason: e.message().to_string(),
-                }
-            })?
-        }
+        Some(path) => read_toml(path)?,
     };
     let f = &args.settings;
     Ok(merge!(

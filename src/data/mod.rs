@@ -180,10 +180,9 @@ impl Table {
         self.strings(name)?
             .into_iter()
             .enumerate()
-            .map(|(i, v)| match v {
-                Some(s) if !s.trim().is_empty() => Ok(s),
-                Some(_) => Err(self.bad_value(i, name, "empty text")),
-                None => Err(self.bad_value(i, name, "missing (null) text")),
+            .map(|(i, v)| match text_value(v.as_deref()) {
+                Ok(_) => Ok(v.unwrap_or_default()),
+                Err(why) => Err(self.bad_value(i, name, why)),
             })
             .collect()
     }
@@ -205,6 +204,15 @@ impl Table {
             column: column.to_string(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// A text as every reader takes it — present and not blank — or why not.
+pub fn text_value(v: Option<&str>) -> std::result::Result<&str, &'static str> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err("empty text"),
+        None => Err("missing (null) text"),
     }
 }
 

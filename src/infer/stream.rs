@@ -100,13 +100,11 @@ fn predict_chunk(predictor: &Predictor, texts: &[String], k: usize) -> Result<To
     predictor.predict_encoded(&predictor.encode(texts)?, k, &Quiet)
 }
 
-/// A text value as the file readers take it: present and not blank.
+/// A text value as the file readers take it (`data::text_value`), else an error naming the row.
 fn checked_text(v: Option<&str>, row: usize, col: &str) -> Result<String> {
-    match v {
-        Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
-        Some(_) => Err(input_error(row, col, "empty text")),
-        None => Err(input_error(row, col, "missing (null) text")),
-    }
+    crate::data::text_value(v)
+        .map(str::to_string)
+        .map_err(|why| input_error(row, col, why))
 }
 
 // ---- JSON Lines ----

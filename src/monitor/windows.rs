@@ -94,8 +94,9 @@ impl Monitor<'_> {
     }
 }
 
-/// The prediction files: each file given, a folder's table files in name order (not the
-/// `.feedback.csv` / `.metrics.json` files `catbert infer` writes beside its output).
+/// The prediction files: each file given, a folder's table files in name order (not hidden or
+/// `_` files, nor the `.feedback.csv` / `.metrics.json` files `catbert infer` writes beside its
+/// output).
 pub fn prediction_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -110,7 +111,9 @@ pub fn prediction_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|f| {
                     let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
                     !name.is_some_and(|n| {
-                        n.ends_with(".feedback.csv") || n.ends_with(".metrics.json")
+                        n.starts_with(['.', '_'])
+                            || n.ends_with(".feedback.csv")
+                            || n.ends_with(".metrics.json")
                     })
                 })
                 .collect();

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use super::config::{expand, Client};
 use crate::checkpoint::{Checkpoint, HubSettings, ModelRef};
-use crate::data::{write_table, Format, Table};
+use crate::data::{write_table, Table};
 use crate::feedback::FeedbackStore;
 use crate::infer::output::{long_frame, wide_frame};
 use crate::infer::{PredictOptions, Predictor, Quiet};
@@ -266,27 +266,12 @@ fn train(c: &Client, day: &Day, log: &Path, why: &str) -> Result<(), String> {
     Err(line)
 }
 
-/// The day's input files: a folder's table files in name order (not hidden or `_` files),
-/// or the one file named.
+/// The day's input files: a folder's table files in name order, or the one file named.
 fn score_files(path: &str) -> Result<Vec<PathBuf>, String> {
-    let p = Path::new(path);
-    if p.is_file() {
-        return Ok(vec![p.to_path_buf()]);
-    }
-    if !p.is_dir() {
+    if !Path::new(path).exists() {
         return Err(format!("`score` {path} does not exist"));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-        .map_err(|e| format!("{path}: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|f| f.is_file() && Format::of(f, None).is_ok())
-        .filter(|f| {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
-            !name.is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
+    crate::monitor::windows::prediction_files(&[PathBuf::from(path)]).map_err(|e| e.to_string())
 }
 
 /// Score `inputs` with the champion into a temporary folder, then rename it to `part`.

@@ -79,32 +79,10 @@ fn finetune_keys() -> Vec<String> {
         .collect()
 }
 
-fn parse(path: &Path) -> Result<Table, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::FileNotFound {
-            path: path.to_path_buf(),
-        },
-        _ => Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    text.parse::<Table>().map_err(|e| {
-        let at = e.span().map_or(0, |s| s.start).min(text.len());
-        let before = &text[..at];
-        Error::BadLine {
-            path: path.to_path_buf(),
-            line: before.matches('\n').count() + 1,
-            column: Some(before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1),
-            reason: e.message().to_string(),
-        }
-    })
-}
-
 impl PipelineConfig {
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let top = parse(path)?;
+        let top: Table = super::super::finetune::read_toml(path)?;
         for key in top.keys() {
             if !TOP_KEYS.contains(&key.as_str()) {
                 return Err(bad(
