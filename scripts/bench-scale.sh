@@ -8,12 +8,15 @@
 #               scores, is timed);
 #   spark     — scripts/spark-infer.sh in local[2]: 2 partitions, 2 tasks at once, a 1-thread
 #               worker each (JVM start-up included).
-# Prints one table: seconds, rows/s, rows/s per core, and each against `infer`.
-# Usage: scripts/bench-scale.sh [ROWS, default all 45,000]
+# Each way runs REPEATS times, the four ways interleaved (so a drift of the machine's speed hits
+# all four alike); the table gives the median: seconds, rows/s, rows/s per core, and each
+# against `infer`, with every run's seconds.
+# Usage: scripts/bench-scale.sh [ROWS, default all 45,000] [REPEATS, default 3]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 rows=${1:-45000}
+repeats=${2:-3}
 spy=$(scripts/spark-env.sh)
 scripts/fetch-model.sh >/dev/null
 bash scripts/make-oracle.sh >/dev/null
@@ -39,20 +42,6 @@ EOF2
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 
-echo "== infer" >&2
-t0=$(now)
-"$bin" infer --model "$model" --file "$work/products.parquet" --out "$work/infer.parquet" --long \
-  --key-cols id --text-col product_description --threads 2 -q
-s_infer=$(since "$t0")
-
-echo "== stream" >&2
-t0=$(now)
-"$bin" infer --model "$model" --file - --format arrow --long --key-cols id \
-  --text-col product_description --threads 2 -q \
-  <"$work/products.arrows" >"$work/stream.arrows"
-s_stream=$(since "$t0")
-
-echo "== pipeline" >&2
 mkdir -p "$work/new/2026-01-02"
 cp "$work/products.parquet" "$work/new/2026-01-02/"
 cat >"$work/clients.toml" <<EOF2
@@ -69,28 +58,52 @@ key_cols = ["id"]
 EOF2
 mkdir -p "$work/new/2026-01-01"   # day 1 trains the champion and has nothing to score
 "$bin" pipeline --config "$work/clients.toml" --date 2026-01-01 -q >/dev/null
-t0=$(now)
-"$bin" pipeline --config "$work/clients.toml" --date 2026-01-02 -q >/dev/null
-s_pipeline=$(since "$t0")
 
-echo "== spark local[2]" >&2
-t0=$(now)
-CATBERT_BIN=$bin scripts/spark-infer.sh "$work/products.parquet" "$work/spark" --model "$model" \
-  --text-col product_description --key-cols id --partitions 2 --threads-per-task 1 --master 'local[2]' 2>"$work/spark.log" \
-  || { tail -5 "$work/spark.log"; exit 1; }
-s_spark=$(since "$t0")
+s_infer=() s_stream=() s_pipeline=() s_spark=()
+for r in $(seq "$repeats"); do
+  echo "== run $r of $repeats: infer" >&2
+  rm -f "$work/infer.parquet"
+  t0=$(now)
+  "$bin" infer --model "$model" --file "$work/products.parquet" --out "$work/infer.parquet" --long \
+    --key-cols id --text-col product_description --threads 2 -q 2>/dev/null
+  s_infer+=("$(since "$t0")")
 
-"$spy" - "$rows" "$s_infer" "$s_stream" "$s_pipeline" "$s_spark" <<'EOF2'
-import os, sys
+  echo "== run $r of $repeats: stream" >&2
+  t0=$(now)
+  "$bin" infer --model "$model" --file - --format arrow --long --key-cols id \
+    --text-col product_description --threads 2 -q \
+    <"$work/products.arrows" >"$work/stream.arrows"
+  s_stream+=("$(since "$t0")")
+
+  echo "== run $r of $repeats: pipeline" >&2
+  rm -rf "$work/predictions/client=bench/date=2026-01-02"
+  t0=$(now)
+  "$bin" pipeline --config "$work/clients.toml" --date 2026-01-02 -q >/dev/null
+  s_pipeline+=("$(since "$t0")")
+
+  echo "== run $r of $repeats: spark local[2]" >&2
+  t0=$(now)
+  CATBERT_BIN=$bin scripts/spark-infer.sh "$work/products.parquet" "$work/spark" --model "$model" \
+    --text-col product_description --key-cols id --partitions 2 --threads-per-task 1 \
+    --master 'local[2]' 2>"$work/spark.log" || { tail -5 "$work/spark.log"; exit 1; }
+  s_spark+=("$(since "$t0")")
+done
+
+join() { local IFS=,; echo "$*"; }
+"$spy" - "$rows" "$(join "${s_infer[@]}")" "$(join "${s_stream[@]}")" "$(join "${s_pipeline[@]}")" \
+  "$(join "${s_spark[@]}")" <<'EOF2'
+import os, statistics, sys
 n = int(sys.argv[1])
 names = ["infer (1 process, 2 threads)", "stream (Arrow IPC through stdin/stdout)",
          "pipeline (one client, scoring run)", "spark local[2] (2 tasks × 1 thread)"]
-secs = [float(x) for x in sys.argv[2:]]
+runs = [[float(x) for x in a.split(",")] for a in sys.argv[2:]]
+secs = [statistics.median(r) for r in runs]
 cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
-print(f"{n} product descriptions, MiniLM-L6 (5 classes), 2 cores ({cpu})")
-print("| way | seconds | rows/s | rows/s per core | vs infer |")
-print("| --- | ---: | ---: | ---: | ---: |")
-for name, s in zip(names, secs):
-    r = n / s
-    print(f"| {name} | {s:.1f} | {r:.0f} | {r / 2:.0f} | {r / (n / secs[0]):.2f}× |")
+print(f"{n} product descriptions, MiniLM-L6 (5 classes), 2 cores ({cpu}), "
+      f"median of {len(runs[0])} interleaved runs")
+print("| way | seconds | rows/s | rows/s per core | vs infer | every run (s) |")
+print("| --- | ---: | ---: | ---: | ---: | --- |")
+for name, s, r in zip(names, secs, runs):
+    print(f"| {name} | {s:.1f} | {n / s:.0f} | {n / s / 2:.0f} | {secs[0] / s:.2f}× | "
+          f"{', '.join(f'{x:.1f}' for x in r)} |")
 EOF2

@@ -3,8 +3,10 @@
 # Spark runtime) with pyarrow and pandas 2 (PySpark 4.3 warns on pandas 3), in a venv outside
 # the repository (~/.cache/catbert/spark-venv; CATBERT_SPARK_VENV overrides). Spark needs Java 17: when no
 # `java` is on PATH, OpenJDK 17 is installed from Debian's packages (apt-get, as root).
-# Idempotent (a stamp records the package list). Progress on stderr; the venv's python path
-# is the only thing on stdout: py=$(scripts/spark-env.sh)
+# Idempotent (a stamp records the package list). Once per Java and package set it also writes
+# a class-data archive of Spark's JVM classes (AppCDS, by a small job: scripts/spark_cds.py) that
+# scripts/spark-infer.sh uses to halve Spark's start-up; CATBERT_SPARK_CDS=0 skips it.
+# Progress on stderr; the venv's python path is the only thing on stdout: py=$(scripts/spark-env.sh)
 set -euo pipefail
 
 venv=${CATBERT_SPARK_VENV:-$HOME/.cache/catbert/spark-venv}
@@ -23,7 +25,37 @@ if ! command -v java >/dev/null 2>&1; then
   fi
 fi
 
+# The class-data archive: keyed by the JVM build and the package set (a stale one is never
+# used); its path is recorded in $venv/.catbert-spark-cds for scripts/spark-infer.sh.
+cds_archive() {
+  [ "${CATBERT_SPARK_CDS:-1}" = 0 ] && return 0
+  local key jsa tmp work
+  key=$( (java -version 2>&1; readlink -f "$(command -v java)"; echo "$want") | sha256sum | cut -c1-16)
+  jsa="$venv/spark-cds-$key.jsa"
+  if [ ! -s "$jsa" ] && [ ! -e "$jsa.failed" ]; then
+    echo "writing Spark's class-data archive (once, ~40 s): $jsa" >&2
+    rm -f "$venv"/spark-cds-* "$venv"/.spark-cds-*.tmp
+    tmp="$venv/.spark-cds-$key.tmp"
+    work=$(mktemp -d)
+    if ! PYSPARK_PYTHON="$py" PYSPARK_DRIVER_PYTHON="$py" "$venv/bin/spark-submit" \
+        --master 'local[2]' --conf spark.ui.enabled=false \
+        --driver-java-options "-XX:ArchiveClassesAtExit=$tmp -Xlog:cds=off -Xlog:cds+dynamic=off" \
+        "$(dirname "$0")/spark_cds.py" "$work" >"$work/log" 2>&1 || [ ! -s "$tmp" ]; then
+      echo "warning: no class-data archive (Spark starts without it): $(tail -1 "$work/log")" >&2
+      rm -rf "$work" "$tmp"
+      touch "$jsa.failed"
+      rm -f "$venv/.catbert-spark-cds"
+      return 0
+    fi
+    rm -rf "$work"
+    mv "$tmp" "$jsa"
+  fi
+  [ -s "$jsa" ] && printf '%s' "$jsa" >"$venv/.catbert-spark-cds"
+  return 0
+}
+
 if [ -x "$py" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  cds_archive
   echo "$py"
   exit 0
 fi
@@ -43,4 +75,5 @@ fi
 echo "installing ${packages[*]} into $venv" >&2
 "$py" -m pip install --quiet --disable-pip-version-check "${packages[@]}" >&2
 printf '%s' "$want" >"$stamp"
+cds_archive
 echo "$py"
