@@ -5,7 +5,7 @@ use crate::checkpoint::meta::RunMeta;
 use crate::checkpoint::{Checkpoint, HubSettings, ModelRef, Resolver};
 use crate::data::batch::TokenBatch;
 use crate::device::{DeviceChoice, Precision};
-use crate::error::{with_batch_size, Error, Result};
+use crate::error::{with_batch_size, CandleContext, Error, Result};
 use crate::model::batched::{batch_logits, batch_top_k, predict_top_k, Progress, Quiet, TopK};
 use crate::model::BertClassifier;
 use crate::tokenize::TextEncoder;
@@ -74,7 +74,11 @@ impl Predictor {
         }
         let selected = crate::device::select(device)?;
         let precision = Precision::resolve(options.precision, &selected.device)?;
-        let loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
+        let mut loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
+        loaded
+            .model
+            .prepare_cpu_inference()
+            .ctx("packing the weights for the CPU")?;
         let encoder = checkpoint.text_encoder_for(options.max_len)?;
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
         if !loaded.report.unexpected.is_empty() {

@@ -81,8 +81,8 @@ fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// `y = x Wᵀ + b` over the last dimension; inputs are flattened to 2-D so one GEMM runs.
 pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
     compute: DType,
 }
 
@@ -138,9 +138,9 @@ impl Module for Linear {
 }
 
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) eps: f64,
     compute: DType,
 }
 
@@ -167,11 +167,11 @@ impl LayerNorm {
     }
 }
 
-struct Embeddings {
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
-    norm: LayerNorm,
+pub(super) struct Embeddings {
+    pub(super) word: Tensor,
+    pub(super) position: Tensor,
+    pub(super) token_type: Tensor,
+    pub(super) norm: LayerNorm,
     dropout: f64,
 }
 
@@ -233,17 +233,17 @@ enum Batch {
     Packed { starts: Vec<usize> },
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: LayerNorm,
-    heads: usize,
-    act: HiddenAct,
+pub(super) struct Layer {
+    pub(super) query: Linear,
+    pub(super) key: Linear,
+    pub(super) value: Linear,
+    pub(super) attn_out: Linear,
+    pub(super) attn_norm: LayerNorm,
+    pub(super) intermediate: Linear,
+    pub(super) output: Linear,
+    pub(super) out_norm: LayerNorm,
+    pub(super) heads: usize,
+    pub(super) act: HiddenAct,
     hidden_dropout: f64,
     attn_dropout: f64,
 }
@@ -333,14 +333,16 @@ impl Layer {
 /// `BertForSequenceClassification`: encoder, pooler (tanh of a dense layer on `[CLS]`),
 /// dropout, and a linear classifier.
 pub struct BertClassifier {
-    embeddings: Embeddings,
-    layers: Vec<Layer>,
-    pooler: Linear,
-    classifier: Linear,
+    pub(super) embeddings: Embeddings,
+    pub(super) layers: Vec<Layer>,
+    pub(super) pooler: Linear,
+    pub(super) classifier: Linear,
     classifier_dropout: f64,
     num_labels: usize,
     /// Pack right-padded batches into unpadded sequences where the kernels allow it.
     packing: bool,
+    /// The packed CPU forward pass for evaluation, once prepared.
+    engine: Option<super::cpu_engine::CpuEngine>,
 }
 
 impl BertClassifier {
@@ -363,6 +365,7 @@ impl BertClassifier {
             classifier_dropout: config.classifier_dropout(),
             num_labels,
             packing: true,
+            engine: None,
         })
     }
 
@@ -380,6 +383,21 @@ impl BertClassifier {
     /// `false` forces the padded matmul path everywhere, for comparisons.
     pub fn set_packing(&mut self, on: bool) {
         self.packing = on;
+    }
+
+    /// Prepare the packed CPU engine for evaluation forward passes (weights packed once, Q/K/V
+    /// as one product, no allocation per batch); its results equal candle's forward pass within
+    /// float rounding. Only for f32 on the CPU with packing on, and not when
+    /// `CATBERT_CPU_ENGINE=0`; returns whether it is in use. Weights changed later (training)
+    /// are not seen until it is prepared again.
+    pub fn prepare_cpu_inference(&mut self) -> Result<bool> {
+        self.engine = None;
+        let off = std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0");
+        if off || !self.packing || !self.on_cpu() || self.embeddings.norm.compute != DType::F32 {
+            return Ok(false);
+        }
+        self.engine = Some(super::cpu_engine::CpuEngine::new(self)?);
+        Ok(true)
     }
 
     /// Whether `batch` can run packed (no padding): packing on, f32 compute, a device with
@@ -442,6 +460,13 @@ impl BertClassifier {
 
     /// Class logits (batch, num_labels) on the model's device.
     pub fn forward(&self, batch: &TokenBatch, mode: &mut Mode) -> Result<Tensor> {
+        if let (Mode::Eval, Some(engine)) = (&*mode, &self.engine) {
+            if self.packing && batch.no_empty_rows() {
+                let logits = engine.logits(batch, true)?;
+                let dev = self.embeddings.word.device();
+                return Tensor::from_vec(logits, (batch.rows(), self.num_labels), dev);
+            }
+        }
         let (_, pooled) = self.encode(batch, mode)?;
         let pooled = mode.dropout(&pooled, self.classifier_dropout)?;
         self.classifier.forward(&pooled)

@@ -2,6 +2,7 @@
 
 pub mod batched;
 mod bert;
+mod cpu_engine;
 pub mod params;
 
 pub use bert::{BertClassifier, Mode};

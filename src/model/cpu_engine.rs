@@ -1,0 +1,265 @@
+//! The CPU inference engine: `BertClassifier`'s evaluation forward pass in f32 over packed
+//! sequences, on plain buffers. Weights are packed once (Q, K and V as one 3H-wide product);
+//! each thread keeps its scratch buffers from batch to batch, so a forward pass allocates
+//! nothing but its logits; residual + LayerNorm and bias + activation are single passes. The
+//! candle forward pass stays the oracle (tests below) and the path for training, the GPU and
+//! bf16.
+
+use std::cell::RefCell;
+
+use candle_core::{Result, Tensor};
+
+use super::bert::{BertClassifier, LayerNorm, Linear};
+use crate::config::HiddenAct;
+use crate::data::batch::TokenBatch;
+use crate::kernels::cpu_ops;
+use crate::kernels::gemm::PackedLinear;
+
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+fn pack(linears: &[&Linear]) -> Result<PackedLinear> {
+    let (mut w, mut b) = (Vec::new(), Vec::new());
+    let k = linears[0].weight.dim(1)?;
+    for l in linears {
+        w.extend(values(&l.weight)?);
+        b.extend(values(&l.bias)?);
+    }
+    Ok(PackedLinear::new(&w, &b, b.len(), k))
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    fn new(n: &LayerNorm) -> Result<Self> {
+        Ok(Self {
+            gamma: values(&n.weight)?,
+            beta: values(&n.bias)?,
+            eps: n.eps as f32,
+        })
+    }
+
+    fn apply(&self, x: &mut [f32], residual: &[f32]) {
+        cpu_ops::add_layer_norm(x, residual, &self.gamma, &self.beta, self.eps);
+    }
+}
+
+struct EngineLayer {
+    qkv: PackedLinear,
+    attn_out: PackedLinear,
+    attn_norm: Norm,
+    intermediate: PackedLinear,
+    output: PackedLinear,
+    out_norm: Norm,
+}
+
+/// Per-thread buffers, grown to the largest batch seen and reused.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    projected: Vec<f32>,
+    inner: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// The packed f32 forward pass of one classifier (see the module docs).
+pub(super) struct CpuEngine {
+    hidden: usize,
+    heads: usize,
+    act: HiddenAct,
+    /// The word embeddings stay in the model's tensor (no second copy of the largest table).
+    word: Tensor,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<EngineLayer>,
+    pooler: PackedLinear,
+    classifier: PackedLinear,
+}
+
+impl CpuEngine {
+    /// Pack `model`'s weights (f32, on the CPU).
+    pub(super) fn new(model: &BertClassifier) -> Result<Self> {
+        let e = &model.embeddings;
+        let hidden = e.word.dim(1)?;
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(EngineLayer {
+                    qkv: pack(&[&l.query, &l.key, &l.value])?,
+                    attn_out: pack(&[&l.attn_out])?,
+                    attn_norm: Norm::new(&l.attn_norm)?,
+                    intermediate: pack(&[&l.intermediate])?,
+                    output: pack(&[&l.output])?,
+                    out_norm: Norm::new(&l.out_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let first = model.layers.first();
+        Ok(Self {
+            hidden,
+            heads: first.map_or(1, |l| l.heads),
+            act: first.map_or(HiddenAct::Gelu, |l| l.act),
+            word: e.word.to_dtype(candle_core::DType::F32)?,
+            position: values(&e.position)?,
+            token_type: values(&e.token_type.narrow(0, 0, 1)?)?,
+            embed_norm: Norm::new(&e.norm)?,
+            layers,
+            pooler: pack(&[&model.pooler])?,
+            classifier: pack(&[&model.classifier])?,
+        })
+    }
+
+    /// Logits (rows × classes, row-major) of a batch without empty rows; `parallel` lets the
+    /// products use rayon's threads.
+    pub(super) fn logits(&self, batch: &TokenBatch, parallel: bool) -> Result<Vec<f32>> {
+        SCRATCH.with(|s| self.run(&mut s.borrow_mut(), batch, parallel))
+    }
+
+    fn run(&self, s: &mut Scratch, batch: &TokenBatch, parallel: bool) -> Result<Vec<f32>> {
+        let h = self.hidden;
+        let tokens = batch.tokens();
+        let starts = batch.starts();
+        let x = sized(&mut s.x, tokens * h);
+        self.embed(batch, x)?;
+        for layer in &self.layers {
+            let qkv = sized(&mut s.qkv, tokens * 3 * h);
+            layer.qkv.forward(x, qkv, parallel);
+            let context = sized(&mut s.context, tokens * h);
+            cpu_ops::packed_attention(qkv, starts, self.heads, context, &mut s.scores);
+            let projected = sized(&mut s.projected, tokens * h);
+            layer.attn_out.forward(context, projected, parallel);
+            layer.attn_norm.apply(x, projected);
+            let inner = sized(&mut s.inner, tokens * layer.intermediate.out_dim());
+            layer.intermediate.forward(x, inner, parallel);
+            match self.act {
+                HiddenAct::Gelu => cpu_ops::gelu_erf(inner),
+                HiddenAct::GeluNew => cpu_ops::gelu_tanh(inner),
+                HiddenAct::Relu => cpu_ops::relu(inner),
+            }
+            layer.output.forward(inner, projected, parallel);
+            layer.out_norm.apply(x, projected);
+        }
+        let rows = batch.rows();
+        let mut cls = Vec::with_capacity(rows * h);
+        for &start in &starts[..rows] {
+            cls.extend_from_slice(&x[start * h..(start + 1) * h]);
+        }
+        let mut pooled = vec![0f32; rows * h];
+        self.pooler.forward(&cls, &mut pooled, false);
+        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        let mut logits = vec![0f32; rows * self.classifier.out_dim()];
+        self.classifier.forward(&pooled, &mut logits, false);
+        Ok(logits)
+    }
+
+    /// Word + position + token-type-0 embeddings, then LayerNorm, into `x`.
+    fn embed(&self, batch: &TokenBatch, x: &mut [f32]) -> Result<()> {
+        let h = self.hidden;
+        let (storage, layout) = self.word.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("the CPU engine needs the word embeddings in host memory")
+        };
+        let word = crate::kernels::f32_slice(cpu, layout, "word embeddings")?;
+        let (vocab, places) = (word.len() / h, self.position.len() / h);
+        if let Some(&id) = batch.ids().iter().find(|&&id| id as usize >= vocab) {
+            candle_core::bail!("token id {id} is outside the vocabulary ({vocab} tokens)")
+        }
+        for w in batch.starts().windows(2) {
+            if w[1] - w[0] > places {
+                candle_core::bail!("{} tokens exceed the {places} positions", w[1] - w[0])
+            }
+            for (pos, t) in (w[0]..w[1]).enumerate() {
+                let id = batch.ids()[t] as usize;
+                let out = &mut x[t * h..(t + 1) * h];
+                let (wv, pv) = (
+                    &word[id * h..(id + 1) * h],
+                    &self.position[pos * h..(pos + 1) * h],
+                );
+                for (((o, a), b), c) in out.iter_mut().zip(wv).zip(pv).zip(&self.token_type) {
+                    *o = a + b + c;
+                }
+            }
+        }
+        self.embed_norm.apply(x, &[]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mode, ParamStore};
+    use candle_core::{DType, Device};
+
+    fn tiny(act: &str) -> BertClassifier {
+        let json = format!(
+            r#"{{"model_type": "bert", "vocab_size": 60, "hidden_size": 40,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 72,
+                "hidden_act": "{act}", "max_position_embeddings": 24, "type_vocab_size": 2,
+                "initializer_range": 0.4, "layer_norm_eps": 1e-12}}"#
+        );
+        let (config, _) = crate::config::BertConfig::from_json(&json, "t".as_ref()).unwrap();
+        let store = ParamStore::new(Default::default(), &Device::Cpu, DType::F32, false, 3);
+        BertClassifier::load(&store, &config, 7).unwrap()
+    }
+
+    #[test]
+    fn engine_matches_the_candle_forward_pass() {
+        // Lengths 1 to 23 (one under the positions), ragged batches.
+        let rows: Vec<Vec<u32>> = (1..24u32)
+            .map(|n| (0..n).map(|i| (i * 7 + n) % 60).collect())
+            .collect();
+        for act in ["gelu", "gelu_new", "relu"] {
+            let model = tiny(act);
+            let engine = CpuEngine::new(&model).unwrap();
+            for chunk in rows.chunks(9) {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                let batch = TokenBatch::new(&refs, 0);
+                let want = model.forward(&batch, &mut Mode::Eval).unwrap();
+                let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for parallel in [false, true] {
+                    let got = engine.logits(&batch, parallel).unwrap();
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-4, "{act}: off by {worst}");
+                    assert!(want.iter().any(|v| v.abs() > 0.1), "{act}: degenerate");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_tokens_are_errors_not_panics() {
+        let engine = CpuEngine::new(&tiny("gelu")).unwrap();
+        let err = engine.logits(&TokenBatch::new(&[&[1, 60]], 0), false);
+        assert!(format!("{}", err.unwrap_err()).contains("token id 60"));
+        let long = vec![1u32; 25];
+        let err = engine.logits(&TokenBatch::new(&[&long], 0), false);
+        assert!(format!("{}", err.unwrap_err()).contains("exceed the 24 positions"));
+    }
+}
