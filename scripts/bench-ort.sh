@@ -5,6 +5,7 @@
 #   MiniLM-L6 with a 5-class head (target/oracle/minilm-cls) on the 4,688 product queries;
 #   a BERT-base-shaped classifier (random weights, 12 layers, hidden 768) on the first
 #   BASE_ROWS (1,000) of them.
+# catbert runs twice: fp32 and --quantize int8 (its agreement is against catbert fp32).
 # Per run: rows/s (in process: tokenising, forwards, softmax; not model loading), the ratio to
 # catbert, peak RSS of the whole process, and the accuracy cost of int8 (top-1 agreement with
 # ONNX Runtime fp32, largest top-1 probability difference); ONNX Runtime fp32's agreement with
@@ -57,6 +58,10 @@ bench() { # $1 = name, $2 = model dir, $3 = rows file
       --out "$tmp/$name-$t-catbert.csv" --threads "$t" --device cpu 2>"$tmp/$name-$t.log" | tail -1) \
       || { cat "$tmp/$name-$t.log" >&2; exit 1; }
     echo "$name $t catbert $rss $tmp/$name-$t-catbert.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
+    rss=$(peak target/release/catbert infer --model "$model" --file "$rows" --text-col product_description \
+      --out "$tmp/$name-$t-catbert-int8.csv" --threads "$t" --device cpu --quantize int8 2>"$tmp/$name-$t-int8.log" | tail -1) \
+      || { cat "$tmp/$name-$t-int8.log" >&2; exit 1; }
+    echo "$name $t catbert-int8 $rss $tmp/$name-$t-catbert-int8.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t-int8.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
     for engine in torch ort-fp32 ort-int8 ort-int8-pc; do
       rss=$(peak "$py" scripts/ort_infer.py --model-dir "$model" --input "$rows" --engine "$engine" \
         --threads "$t" --work "$cache/$name-onnx" --json "$tmp/$name-$t-$engine.json" 2>"$tmp/$name-$t-$engine.log" | tail -1) \
@@ -80,11 +85,15 @@ flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split())
 model = re.search(r"^model name\s*:(.*)$", info, re.M).group(1).strip()
 mhz = max(float(x) for x in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", info, re.M))
 isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-per_cycle = 64 if "avx512f" in flags else 32  # fp32 FLOP per cycle per core: 2 FMA units × lanes × 2
+# fp32 FLOP per cycle per core: 2 FMA units × lanes × 2. AMD before Zen 5 (family 25) runs
+# AVX-512 on 256-bit units: 32, as with AVX2.
+family = int(re.search(r"^cpu family\s*:\s*(\d+)", info, re.M).group(1))
+amd = "AuthenticAMD" in info
+per_cycle = 64 if "avx512f" in flags and not (amd and family < 26) else 32
 
 results = {}
 for name, t, engine, rss, path, *rest in runs:
-    if engine == "catbert":
+    if engine.startswith("catbert"):
         cats = [r["category_1"] for r in csv.DictReader(open(path))]
         probs = [float(r["probability_1"]) for r in csv.DictReader(open(path))]
         results[(name, t, engine)] = dict(rps=float(rest[0]), rss=float(rss), top1=[labels.index(c) for c in cats], prob1=probs)
@@ -97,10 +106,12 @@ print("| model | threads | engine | rows/s | × catbert | peak RSS MiB | top-1 =
 print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (name, t, engine), r in results.items():
     base = results[(name, t, "catbert")]
-    ref = results[(name, t, "ort-fp32")]
+    # int8 against its own engine's fp32: ONNX Runtime's against ORT fp32, ours against ours.
+    ref = base if engine == "catbert-int8" else results[(name, t, "ort-fp32")]
+    quantised = "int8" in engine
     agree = lambda a, b: sum(x == y for x, y in zip(a["top1"], b["top1"])) / len(a["top1"])
-    fp = f"{agree(r, ref) * 100:.2f} %" if engine.startswith("ort-int8") else "-"
-    dp = f"{max(abs(x - y) for x, y in zip(r['prob1'], ref['prob1'])):.4f}" if engine.startswith("ort-int8") else "-"
+    fp = f"{agree(r, ref) * 100:.2f} %" if quantised else "-"
+    dp = f"{max(abs(x - y) for x, y in zip(r['prob1'], ref['prob1'])):.4f}" if quantised else "-"
     cb = f"{agree(r, base) * 100:.2f} %" if engine != "catbert" else "-"
     print(f"| {name} | {t} | {engine} | {r['rps']:.0f} | {r['rps'] / base['rps']:.2f}× | {r['rss']:.0f} | {fp} | {dp} | {cb} |")
 

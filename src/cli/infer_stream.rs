@@ -53,7 +53,7 @@ pub fn run(args: &InferArgs, ui: &Ui) -> anyhow::Result<()> {
         predictor.origin(),
         predictor.labels().len(),
         predictor.device_description(),
-        predictor.precision().name(),
+        predictor.precision_name(),
         match format {
             StreamFormat::Jsonl => "JSON Lines",
             StreamFormat::Arrow => "Arrow IPC",

@@ -7,7 +7,7 @@ use crate::data::batch::TokenBatch;
 use crate::device::{DeviceChoice, Precision};
 use crate::error::{with_batch_size, CandleContext, Error, Result};
 use crate::model::batched::{batch_logits, batch_top_k, predict_top_k, Progress, Quiet, TopK};
-use crate::model::BertClassifier;
+use crate::model::{BertClassifier, Quantize};
 use crate::tokenize::TextEncoder;
 
 /// How a [`Predictor`] runs.
@@ -24,6 +24,8 @@ pub struct PredictOptions {
     pub hub: Option<HubSettings>,
     /// The model registry that resolves `models:/` references.
     pub registry: Option<Resolver>,
+    /// int8 encoder layers (CPU, fp32 only); `Quantize::None` keeps f32.
+    pub quantize: Quantize,
 }
 
 impl Default for PredictOptions {
@@ -34,6 +36,7 @@ impl Default for PredictOptions {
             precision: None,
             hub: None,
             registry: None,
+            quantize: Quantize::None,
         }
     }
 }
@@ -46,6 +49,7 @@ pub struct Predictor {
     labels: Vec<String>,
     device_description: String,
     precision: Precision,
+    quantize: Quantize,
     batch_size: usize,
     origin: String,
     meta: Option<RunMeta>,
@@ -75,10 +79,22 @@ impl Predictor {
         let selected = crate::device::select(device)?;
         let precision = Precision::resolve(options.precision, &selected.device)?;
         let mut loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
-        loaded
+        let engine = loaded
             .model
-            .prepare_cpu_inference()
+            .prepare_cpu_inference(options.quantize)
             .ctx("packing the weights for the CPU")?;
+        if options.quantize == Quantize::Int8 && !engine {
+            return Err(Error::Usage(format!(
+                "--quantize int8 runs on the CPU in fp32 only (this run: {}, {}{})",
+                selected.describe(),
+                precision.name(),
+                if std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0") {
+                    ", CATBERT_CPU_ENGINE=0"
+                } else {
+                    ""
+                }
+            )));
+        }
         let encoder = checkpoint.text_encoder_for(options.max_len)?;
         let mut notices: Vec<String> = selected.notice.iter().cloned().collect();
         if !loaded.report.unexpected.is_empty() {
@@ -94,6 +110,7 @@ impl Predictor {
             labels: loaded.labels,
             device_description: selected.describe(),
             precision,
+            quantize: options.quantize,
             batch_size: options.batch_size,
             origin: origin.to_string(),
             meta: checkpoint.meta,
@@ -134,6 +151,19 @@ impl Predictor {
     /// The token limit per text.
     pub fn max_len(&self) -> usize {
         self.encoder.max_len()
+    }
+
+    /// Whether the encoder runs in int8.
+    pub fn quantize(&self) -> Quantize {
+        self.quantize
+    }
+
+    /// The precision as printed: `fp32`, `bf16`, or `int8` for quantised encoder layers.
+    pub fn precision_name(&self) -> &'static str {
+        match self.quantize {
+            Quantize::Int8 => "int8",
+            Quantize::None => self.precision.name(),
+        }
     }
 
     /// Things the user should know that did not stop loading (a GPU fallback, unused tensors).

@@ -7,6 +7,7 @@ pub mod cpu_ops;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod gemm;
+pub mod gemm_i8;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -196,7 +197,6 @@ const ROW_BLOCK: usize = 64;
 /// is ±1 in f32 beyond): no exp, no branches (and plain mul/add rather than `mul_add`, which
 /// without FMA in the target is a libm call), so the GELU loops vectorise. GELU's erf was a
 /// fifth of CPU inference time through libm; this is within 1e-6 of it (see the test).
-#[inline]
 #[inline(always)]
 fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);

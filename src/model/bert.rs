@@ -386,17 +386,17 @@ impl BertClassifier {
     }
 
     /// Prepare the packed CPU engine for evaluation forward passes (weights packed once, Q/K/V
-    /// as one product, no allocation per batch); its results equal candle's forward pass within
-    /// float rounding. Only for f32 on the CPU with packing on, and not when
+    /// as one product, no allocation per batch); in f32 its results equal candle's forward
+    /// pass within float rounding; `Quantize::Int8` trades a little accuracy for speed. Only for f32 on the CPU with packing on, and not when
     /// `CATBERT_CPU_ENGINE=0`; returns whether it is in use. Weights changed later (training)
     /// are not seen until it is prepared again.
-    pub fn prepare_cpu_inference(&mut self) -> Result<bool> {
+    pub fn prepare_cpu_inference(&mut self, quantize: super::Quantize) -> Result<bool> {
         self.engine = None;
         let off = std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0");
         if off || !self.packing || !self.on_cpu() || self.embeddings.norm.compute != DType::F32 {
             return Ok(false);
         }
-        self.engine = Some(super::cpu_engine::CpuEngine::new(self)?);
+        self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize)?);
         Ok(true)
     }
 

@@ -14,6 +14,7 @@ use crate::config::HiddenAct;
 use crate::data::batch::TokenBatch;
 use crate::kernels::cpu_ops;
 use crate::kernels::gemm::PackedLinear;
+use crate::kernels::gemm_i8::QuantizedLinear;
 
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?
@@ -21,14 +22,62 @@ fn values(t: &Tensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()
 }
 
-fn pack(linears: &[&Linear]) -> Result<PackedLinear> {
+/// Weight and bias of one or more linear layers with the same input, stacked by output.
+fn stacked(linears: &[&Linear]) -> Result<(Vec<f32>, Vec<f32>, usize)> {
     let (mut w, mut b) = (Vec::new(), Vec::new());
     let k = linears[0].weight.dim(1)?;
     for l in linears {
         w.extend(values(&l.weight)?);
         b.extend(values(&l.bias)?);
     }
+    Ok((w, b, k))
+}
+
+fn pack(linears: &[&Linear]) -> Result<PackedLinear> {
+    let (w, b, k) = stacked(linears)?;
     Ok(PackedLinear::new(&w, &b, b.len(), k))
+}
+
+/// How the engine stores the encoder's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Quantize {
+    /// f32 weights and products.
+    #[default]
+    None,
+    /// int8 weights (per output channel) and int8 activations (per row, quantised on the
+    /// fly) in the encoder's linear layers; embeddings, LayerNorm, attention, pooler and
+    /// classifier stay f32.
+    Int8,
+}
+
+/// An encoder linear layer, f32 or int8.
+enum Lin {
+    F32(PackedLinear),
+    I8(QuantizedLinear),
+}
+
+impl Lin {
+    fn new(linears: &[&Linear], quantize: Quantize) -> Result<Self> {
+        let (w, b, k) = stacked(linears)?;
+        Ok(match quantize {
+            Quantize::None => Lin::F32(PackedLinear::new(&w, &b, b.len(), k)),
+            Quantize::Int8 => Lin::I8(QuantizedLinear::new(&w, &b, b.len(), k)),
+        })
+    }
+
+    fn forward(&self, a: &[f32], c: &mut [f32], parallel: bool) {
+        match self {
+            Lin::F32(l) => l.forward(a, c, parallel),
+            Lin::I8(l) => l.forward(a, c, parallel),
+        }
+    }
+
+    fn out_dim(&self) -> usize {
+        match self {
+            Lin::F32(l) => l.out_dim(),
+            Lin::I8(l) => l.out_dim(),
+        }
+    }
 }
 
 struct Norm {
@@ -52,11 +101,11 @@ impl Norm {
 }
 
 struct EngineLayer {
-    qkv: PackedLinear,
-    attn_out: PackedLinear,
+    qkv: Lin,
+    attn_out: Lin,
     attn_norm: Norm,
-    intermediate: PackedLinear,
-    output: PackedLinear,
+    intermediate: Lin,
+    output: Lin,
     out_norm: Norm,
 }
 
@@ -98,8 +147,8 @@ pub(super) struct CpuEngine {
 }
 
 impl CpuEngine {
-    /// Pack `model`'s weights (f32, on the CPU).
-    pub(super) fn new(model: &BertClassifier) -> Result<Self> {
+    /// Pack `model`'s weights (f32, on the CPU), the encoder's linear layers as `quantize` says.
+    pub(super) fn new(model: &BertClassifier, quantize: Quantize) -> Result<Self> {
         let e = &model.embeddings;
         let hidden = e.word.dim(1)?;
         let layers = model
@@ -107,11 +156,11 @@ impl CpuEngine {
             .iter()
             .map(|l| {
                 Ok(EngineLayer {
-                    qkv: pack(&[&l.query, &l.key, &l.value])?,
-                    attn_out: pack(&[&l.attn_out])?,
+                    qkv: Lin::new(&[&l.query, &l.key, &l.value], quantize)?,
+                    attn_out: Lin::new(&[&l.attn_out], quantize)?,
                     attn_norm: Norm::new(&l.attn_norm)?,
-                    intermediate: pack(&[&l.intermediate])?,
-                    output: pack(&[&l.output])?,
+                    intermediate: Lin::new(&[&l.intermediate], quantize)?,
+                    output: Lin::new(&[&l.output], quantize)?,
                     out_norm: Norm::new(&l.out_norm)?,
                 })
             })
@@ -214,11 +263,16 @@ mod tests {
     use candle_core::{DType, Device};
 
     fn tiny(act: &str) -> BertClassifier {
+        tiny_with(act, 0.4)
+    }
+
+    /// A random tiny BERT; `std` is its initializer range (large values make a chaotic model).
+    fn tiny_with(act: &str, std: f64) -> BertClassifier {
         let json = format!(
             r#"{{"model_type": "bert", "vocab_size": 60, "hidden_size": 40,
                 "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 72,
                 "hidden_act": "{act}", "max_position_embeddings": 24, "type_vocab_size": 2,
-                "initializer_range": 0.4, "layer_norm_eps": 1e-12}}"#
+                "initializer_range": {std}, "layer_norm_eps": 1e-12}}"#
         );
         let (config, _) = crate::config::BertConfig::from_json(&json, "t".as_ref()).unwrap();
         let store = ParamStore::new(Default::default(), &Device::Cpu, DType::F32, false, 3);
@@ -233,7 +287,7 @@ mod tests {
             .collect();
         for act in ["gelu", "gelu_new", "relu"] {
             let model = tiny(act);
-            let engine = CpuEngine::new(&model).unwrap();
+            let engine = CpuEngine::new(&model, Quantize::None).unwrap();
             for chunk in rows.chunks(9) {
                 let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
                 let batch = TokenBatch::new(&refs, 0);
@@ -254,8 +308,37 @@ mod tests {
     }
 
     #[test]
+    fn int8_engine_stays_close_to_f32() {
+        let rows: Vec<Vec<u32>> = (2..24u32)
+            .map(|n| (0..n).map(|i| (i * 11 + 3 * n) % 60).collect())
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let batch = TokenBatch::new(&refs, 0);
+        for act in ["gelu", "gelu_new", "relu"] {
+            let model = tiny_with(act, 0.1);
+            let exact = CpuEngine::new(&model, Quantize::None).unwrap();
+            let int8 = CpuEngine::new(&model, Quantize::Int8).unwrap();
+            let want = exact.logits(&batch, false).unwrap();
+            let got = int8.logits(&batch, true).unwrap();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            // Two layers of int8 products: logits within 2 % of their range.
+            eprintln!("{act}: int8 off by {worst} on logits up to {scale}");
+            assert!(
+                worst < 0.02 * scale,
+                "{act}: off by {worst} on logits up to {scale}"
+            );
+            assert_ne!(got, want, "{act}: int8 path not taken");
+        }
+    }
+
+    #[test]
     fn out_of_range_tokens_are_errors_not_panics() {
-        let engine = CpuEngine::new(&tiny("gelu")).unwrap();
+        let engine = CpuEngine::new(&tiny("gelu"), Quantize::None).unwrap();
         let err = engine.logits(&TokenBatch::new(&[&[1, 60]], 0), false);
         assert!(format!("{}", err.unwrap_err()).contains("token id 60"));
         let long = vec![1u32; 25];

@@ -170,9 +170,10 @@ pub async fn info(State(app): State<App>) -> Response {
         .collect();
     let label2id: BTreeMap<&String, usize> =
         labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
-    let dtype = match model.predictor.precision() {
-        crate::device::Precision::Fp32 => "float32",
-        crate::device::Precision::Bf16 => "bfloat16",
+    let dtype = match (model.predictor.quantize(), model.predictor.precision()) {
+        (crate::model::Quantize::Int8, _) => "int8",
+        (_, crate::device::Precision::Fp32) => "float32",
+        (_, crate::device::Precision::Bf16) => "bfloat16",
     };
     Json(json!({
         "model_id": model.reference,
