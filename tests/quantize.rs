@@ -1,12 +1,15 @@
 //! `--quantize int8` through the real binary: its accuracy cost against fp32 on real MiniLM,
-//! kernels that agree bit for bit whichever the CPU picks, and the line when it cannot run.
+//! kernels that agree bit for bit whichever the CPU picks, `catbert serve` answering as
+//! `catbert infer` does in int8, and the line when it cannot run.
 
 mod common;
 
 use std::path::Path;
 
 use catbert::data::Table;
+use common::server::*;
 use common::*;
+use serde_json::json;
 
 /// Top-1 labels and probabilities of a wide prediction file.
 fn top1(path: &Path) -> (Vec<String>, Vec<f32>) {
@@ -110,4 +113,64 @@ fn int8_where_it_cannot_run_is_one_line() {
         "error: --quantize int8 runs on the CPU in fp32 only (this run: cpu (2 threads), fp32, CATBERT_CPU_ENGINE=0)",
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn serve_in_int8_answers_as_infer_in_int8() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = oracle().join("minilm-cls");
+    let texts: Vec<String> = queries().into_iter().take(40).collect();
+    let mut csv = String::from("text\n");
+    for t in &texts {
+        csv.push_str(&format!("\"{}\"\n", t.replace('"', "\"\"")));
+    }
+    let input = write(dir.path(), "rows.csv", csv.as_bytes());
+    let out = dir.path().join("int8.csv");
+    let o = catbert(
+        &[
+            "infer",
+            "--model",
+            s(&model),
+            "--file",
+            s(&input),
+            "--out",
+            s(&out),
+            "--quantize",
+            "int8",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (labels, probs) = top1(&out);
+
+    let server = Server::start(&["--model", s(&model), "--quantize", "int8"], &[]);
+    assert!(
+        server.logged(", int8, max "),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    let (status, _, info) = get(&server.url("/info"));
+    assert_eq!((status, info["model_dtype"].as_str()), (200, Some("int8")));
+    let agent = ureq::agent();
+    for (i, text) in texts.iter().enumerate() {
+        let (status, _, body) = post(
+            &agent,
+            &server.url("/predict"),
+            &json!({"inputs": text}),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body[0]["label"].as_str(),
+            Some(labels[i].as_str()),
+            "row {i}"
+        );
+        let score = body[0]["score"].as_f64().unwrap() as f32;
+        // One row alone or in a batch: per-row quantisation makes them the same computation.
+        assert!(
+            (score - probs[i]).abs() < 1e-5,
+            "row {i}: {score} vs {}",
+            probs[i]
+        );
+    }
 }

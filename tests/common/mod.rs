@@ -1,6 +1,8 @@
 //! Shared test helpers: where the oracle artefacts and the real model live.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
