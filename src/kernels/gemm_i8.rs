@@ -5,6 +5,9 @@
 //!
 //! `C[i, j] = sa[i] · sw[j] · (Σₖ qa[i, k] · w[j, k] − za[i] · Σₖ w[j, k]) + bias[j]`
 //!
+//! Each channel's scale is the clipping range with the least squared rounding error (from its
+//! largest |w| down to 70 % of it).
+//!
 //! The weight is packed in panels of [`NR`] channels, four k at a time (`NR × 4` bytes per
 //! group), the layout of AVX-512 VNNI's `vpdpbusd` (u8 × i8, four products summed into each
 //! 32-bit lane). Kernels: AVX-512 VNNI (12 rows × 32 channels), AVX2 (the same sums through
@@ -115,8 +118,7 @@ impl QuantizedLinear {
         let mut sums = vec![0i32; panels_n * NR];
         for j in 0..n {
             let row = &weight[j * k..(j + 1) * k];
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let scale = weight_scale(row);
             scales[j] = scale;
             let (p, jj) = (j / NR, j % NR);
             let mut sum = 0i32;
@@ -200,6 +202,33 @@ impl QuantizedLinear {
             }
         }
     }
+}
+
+/// The scale of one output channel: of the clipping ranges from the largest |w| down to 70 %
+/// of it, the one whose rounding leaves the smallest squared error (a few large weights
+/// otherwise widen every step for the rest).
+fn weight_scale(row: &[f32]) -> f32 {
+    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        return 1.0;
+    }
+    let error = |scale: f32| -> f32 {
+        row.iter()
+            .map(|&v| {
+                let e = v - round(v / scale).clamp(-127.0, 127.0) * scale;
+                e * e
+            })
+            .sum()
+    };
+    let mut best = (error(max / 127.0), max / 127.0);
+    for step in 1..=15 {
+        let scale = max * (1.0 - 0.02 * step as f32) / 127.0;
+        let e = error(scale);
+        if e < best.0 {
+            best = (e, scale);
+        }
+    }
+    best.1
 }
 
 /// Quantise each row of `a` (rows of `k`) to u8 over its range (0 included): a scale and a
@@ -384,8 +413,7 @@ mod tests {
     fn reference(a: &[f32], w: &[f32], bias: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
         // Weights: symmetric, divided by their scale.
         let quant_w = |x: &[f32]| {
-            let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let s = weight_scale(x);
             let q = x.iter().map(|&v| round(v / s).clamp(-127.0, 127.0) as f64);
             (q.collect::<Vec<_>>(), s)
         };
