@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Output;
 
 use catbert::data::Table;
 use common::server::*;
@@ -30,22 +31,28 @@ fn top1(path: &Path) -> (Vec<String>, Vec<f32>) {
     (labels, p)
 }
 
-fn infer(out: &Path, extra: &[&str], env: &[(&str, &str)]) {
-    let model = oracle().join("minilm-cls");
-    let input = oracle().join("minilm-cls/rows200.csv");
+/// `catbert infer --model MODEL --file INPUT --out OUT EXTRA…` with extra environment.
+fn run(model: &Path, input: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut args = vec![
         "infer",
         "--model",
-        s(&model),
+        s(model),
         "--file",
-        s(&input),
-        "--text-col",
-        "product_description",
+        s(input),
         "--out",
         s(out),
     ];
     args.extend_from_slice(extra);
-    let o = catbert(&args, env);
+    catbert(&args, env)
+}
+
+/// The 200 oracle rows through the MiniLM classifier into `out`; asserts success.
+fn infer(out: &Path, extra: &[&str], env: &[(&str, &str)]) {
+    let model = oracle().join("minilm-cls");
+    let input = oracle().join("minilm-cls/rows200.csv");
+    let mut all = vec!["--text-col", "product_description"];
+    all.extend_from_slice(extra);
+    let o = run(&model, &input, out, &all, env);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -91,20 +98,11 @@ fn int8_where_it_cannot_run_is_one_line() {
     let model = oracle().join("tiny");
     let input = write(dir.path(), "rows.csv", b"text\nOrganic Honey\n");
     let out = dir.path().join("out.csv");
-    let o = catbert(
-        &[
-            "infer",
-            "--model",
-            s(&model),
-            "--file",
-            s(&input),
-            "--out",
-            s(&out),
-            "--quantize",
-            "int8",
-            "--threads",
-            "2",
-        ],
+    let o = run(
+        &model,
+        &input,
+        &out,
+        &["--quantize", "int8", "--threads", "2"],
         &[("CATBERT_CPU_ENGINE", "0")],
     );
     assert_error(
@@ -126,28 +124,20 @@ fn serve_in_int8_answers_as_infer_in_int8() {
     }
     let input = write(dir.path(), "rows.csv", csv.as_bytes());
     let out = dir.path().join("int8.csv");
-    let o = catbert(
-        &[
-            "infer",
-            "--model",
-            s(&model),
-            "--file",
-            s(&input),
-            "--out",
-            s(&out),
-            "--quantize",
-            "int8",
-        ],
-        &[],
-    );
+    let o = run(&model, &input, &out, &["--quantize", "int8"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (labels, probs) = top1(&out);
 
     let server = Server::start(&["--model", s(&model), "--quantize", "int8"], &[]);
+    // The start-up lines are read on another thread: give them a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.logged(", int8, max ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         server.logged(", int8, max "),
         "{:?}",
-        server.log.lock().unwrap()
+        server.log.lock().unwrap().clone()
     );
     let (status, _, info) = get(&server.url("/info"));
     assert_eq!((status, info["model_dtype"].as_str()), (200, Some("int8")));
