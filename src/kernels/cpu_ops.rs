@@ -3,28 +3,6 @@
 //! packed products of [`super::gemm`] they make a forward pass that allocates nothing per
 //! batch. Model-agnostic; their oracles are candle's composed ops (tests below).
 
-/// A public function whose body is compiled twice: for the build's baseline target and, on
-/// x86-64, for AVX2 + FMA, picked at run time (the crate targets baseline x86-64, where the
-/// compiler vectorises these loops with 4-wide SSE only). Same operations in the same order
-/// either way: results do not depend on which copy runs.
-macro_rules! multiversion {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        pub fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) $body
-                if super::gemm::Isa::detect() != super::gemm::Isa::Portable {
-                    // SAFETY: Isa::detect() found AVX2 and FMA on this CPU.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $body
-        }
-    };
-}
-
 multiversion! {
     /// `x = LayerNorm(x + residual)` row by row (rows of `gamma.len()` values); `residual` may
     /// be empty for a plain LayerNorm.

@@ -231,31 +231,52 @@ fn weight_scale(row: &[f32]) -> f32 {
     best.1
 }
 
-/// Quantise each row of `a` (rows of `k`) to u8 over its range (0 included): a scale and a
-/// zero point per row; padded to `kp` with the zero point.
-fn quantize_rows(a: &[f32], k: usize, kp: usize, rows: &mut Rows) {
-    let m = a.len() / k.max(1);
-    rows.values.resize(m * kp, 0);
-    rows.scales.resize(m, 0.0);
-    rows.zero_points.resize(m, 0);
-    for (((x, q), s), z) in a
-        .chunks(k)
-        .zip(rows.values.chunks_mut(kp))
-        .zip(rows.scales.iter_mut())
-        .zip(rows.zero_points.iter_mut())
-    {
-        let (lo, hi) = x
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-        let inv = 1.0 / scale;
-        let zero = round(-lo * inv).clamp(0.0, 255.0);
-        for (q, &v) in q.iter_mut().zip(x) {
-            *q = (round(v * inv) + zero).clamp(0.0, 255.0) as u8;
+/// (min, max) of `x` and 0, in eight lanes so the loop vectorises.
+#[inline(always)]
+fn range(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
+    let chunks = x.chunks_exact(8);
+    for &v in chunks.remainder() {
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+    }
+    for c in chunks {
+        for i in 0..8 {
+            lo[i] = lo[i].min(c[i]);
+            hi[i] = hi[i].max(c[i]);
         }
-        q[k..].fill(zero as u8);
-        *s = scale;
-        *z = zero as i32;
+    }
+    (
+        lo.iter().fold(0f32, |a, &b| a.min(b)),
+        hi.iter().fold(0f32, |a, &b| a.max(b)),
+    )
+}
+
+multiversion! {
+    /// Quantise each row of `a` (rows of `k`) to u8 over its range (0 included): a scale and a
+    /// zero point per row; padded to `kp` with the zero point.
+    fn quantize_rows(a: &[f32], k: usize, kp: usize, rows: &mut Rows) {
+        let m = a.len() / k.max(1);
+        rows.values.resize(m * kp, 0);
+        rows.scales.resize(m, 0.0);
+        rows.zero_points.resize(m, 0);
+        for (((x, q), s), z) in a
+            .chunks(k)
+            .zip(rows.values.chunks_mut(kp))
+            .zip(rows.scales.iter_mut())
+            .zip(rows.zero_points.iter_mut())
+        {
+            let (lo, hi) = range(x);
+            let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+            let inv = 1.0 / scale;
+            let zero = round(-lo * inv).clamp(0.0, 255.0);
+            for (q, &v) in q.iter_mut().zip(x) {
+                *q = (round(v * inv) + zero).clamp(0.0, 255.0) as u8;
+            }
+            q[k..].fill(zero as u8);
+            *s = scale;
+            *z = zero as i32;
+        }
     }
 }
 
@@ -283,10 +304,11 @@ impl Tile<'_> {
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: IsaI8::detect() returned Vnni512 only where the CPU has AVX-512F and
-            // VNNI; `a` holds rows × kp bytes and the panel kp × NR, as the kernel reads.
-            IsaI8::Vnni512 => unsafe { x86::sums_vnni(self, &mut sums) },
+            // VNNI; `a` holds rows × kp bytes and the panel kp × NR, `out` the tile (asserted
+            // above), as the kernel reads and writes.
+            IsaI8::Vnni512 => return unsafe { x86::tile_vnni(self, out.as_mut_ptr(), ldc) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above, for AVX2.
+            // SAFETY: as above, for AVX2 (sums only).
             IsaI8::Avx2 => unsafe { x86::sums_avx2(self, &mut sums) },
             _ => self.sums_portable(&mut sums),
         }
@@ -294,6 +316,7 @@ impl Tile<'_> {
             let (sa, za) = (self.row_scales[r], self.zero_points[r]);
             let o = &mut out[r * ldc..r * ldc + self.cols];
             for (j, o) in o.iter_mut().enumerate() {
+                // The VNNI kernel's vector epilogue does the same operations in this order.
                 let exact = sums[r * NR + j] - za * self.sums[j];
                 *o = exact as f32 * (sa * self.scales[j]) + self.bias[j];
             }

@@ -2,6 +2,28 @@
 //! build, on the GPU with the matching kernel of `kernels/catbert.cu`. Model-agnostic: plain
 //! tensors in, tensors out.
 
+/// A public function whose body is compiled twice: for the build's baseline target and, on
+/// x86-64, for AVX2 + FMA, picked at run time (the crate targets baseline x86-64, where the
+/// compiler vectorises these loops with 4-wide SSE only). Same operations in the same order
+/// either way: results do not depend on which copy runs.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) $body
+                if $crate::kernels::gemm::Isa::detect() != $crate::kernels::gemm::Isa::Portable {
+                    // SAFETY: Isa::detect() found AVX2 and FMA on this CPU.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
 mod cpu_fused;
 pub mod cpu_ops;
 #[cfg(feature = "cuda")]

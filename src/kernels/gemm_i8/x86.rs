@@ -3,26 +3,28 @@
 use super::{Tile, NR};
 use std::arch::x86_64::*;
 
+/// Up to 12 rows × 32 channels: sums in 24 zmm accumulators, then rescaled to f32 (zero
+/// point, both scales, bias) and stored straight into `out` (row stride `ldc`).
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub(super) unsafe fn sums_vnni(t: &Tile, sums: &mut [i32; 12 * NR]) {
+pub(super) unsafe fn tile_vnni(t: &Tile, out: *mut f32, ldc: usize) {
     match t.rows {
-        12 => vnni::<12>(t, sums),
-        11 => vnni::<11>(t, sums),
-        10 => vnni::<10>(t, sums),
-        9 => vnni::<9>(t, sums),
-        8 => vnni::<8>(t, sums),
-        7 => vnni::<7>(t, sums),
-        6 => vnni::<6>(t, sums),
-        5 => vnni::<5>(t, sums),
-        4 => vnni::<4>(t, sums),
-        3 => vnni::<3>(t, sums),
-        2 => vnni::<2>(t, sums),
-        _ => vnni::<1>(t, sums),
+        12 => vnni::<12>(t, out, ldc),
+        11 => vnni::<11>(t, out, ldc),
+        10 => vnni::<10>(t, out, ldc),
+        9 => vnni::<9>(t, out, ldc),
+        8 => vnni::<8>(t, out, ldc),
+        7 => vnni::<7>(t, out, ldc),
+        6 => vnni::<6>(t, out, ldc),
+        5 => vnni::<5>(t, out, ldc),
+        4 => vnni::<4>(t, out, ldc),
+        3 => vnni::<3>(t, out, ldc),
+        2 => vnni::<2>(t, out, ldc),
+        _ => vnni::<1>(t, out, ldc),
     }
 }
 
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn vnni<const R: usize>(t: &Tile, sums: &mut [i32; 12 * NR]) {
+unsafe fn vnni<const R: usize>(t: &Tile, out: *mut f32, ldc: usize) {
     let mut c0 = [_mm512_setzero_si512(); R];
     let mut c1 = [_mm512_setzero_si512(); R];
     let a = t.a.as_ptr();
@@ -37,10 +39,28 @@ unsafe fn vnni<const R: usize>(t: &Tile, sums: &mut [i32; 12 * NR]) {
         }
         w = w.add(NR * 4);
     }
-    let o = sums.as_mut_ptr();
+    // exact = sums − za · Σw; out = exact as f32 · (sa · sw) + bias: the scalar epilogue's
+    // operations in its order (no FMA), so every kernel writes the same bits.
+    let lanes = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+    let masks = [lanes(t.cols), lanes(t.cols.saturating_sub(16))];
     for r in 0..R {
-        _mm512_storeu_si512(o.add(r * NR) as *mut _, c0[r]);
-        _mm512_storeu_si512(o.add(r * NR + 16) as *mut _, c1[r]);
+        let za = _mm512_set1_epi32(t.zero_points[r]);
+        let sa = _mm512_set1_ps(t.row_scales[r]);
+        let o = out.add(r * ldc);
+        for (h, c) in [(0, c0[r]), (1, c1[r])] {
+            let wsum = _mm512_loadu_si512(t.sums.as_ptr().add(16 * h) as *const _);
+            let exact = _mm512_sub_epi32(c, _mm512_mullo_epi32(za, wsum));
+            let scale = _mm512_mul_ps(sa, _mm512_loadu_ps(t.scales.as_ptr().add(16 * h)));
+            let v = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale),
+                _mm512_loadu_ps(t.bias.as_ptr().add(16 * h)),
+            );
+            if t.cols == NR {
+                _mm512_storeu_ps(o.add(16 * h), v);
+            } else {
+                _mm512_mask_storeu_ps(o.add(16 * h), masks[h], v);
+            }
+        }
     }
 }
 
