@@ -87,6 +87,8 @@ fn for_each_batch(
         None => 1,
     };
     for group in batches.chunks(lanes.max(1)) {
+        let group = balanced(group, &lengths);
+        let group = &group[..];
         let logits: Vec<Result<Tensor>> = if group.len() > 1 {
             use rayon::prelude::*;
             group.par_iter().map(run).collect()
@@ -99,6 +101,23 @@ fn for_each_batch(
         }
     }
     Ok(())
+}
+
+/// The rows of batches that run side by side, dealt out again in length order so each gets a
+/// like share of tokens: a group of a few rows' worth of length-sorted batches (the streaming
+/// worker's chunks) otherwise pairs the shortest batch with the longest, and one thread waits.
+/// Each row's result does not depend on its batch-mates, so outputs do not change.
+fn balanced(group: &[Vec<usize>], lengths: &[usize]) -> Vec<Vec<usize>> {
+    if group.len() < 2 {
+        return group.to_vec();
+    }
+    let mut rows = group.concat();
+    rows.sort_by_key(|&r| lengths[r]);
+    let mut out = vec![Vec::with_capacity(rows.len() / group.len() + 1); group.len()];
+    for (i, r) in rows.into_iter().enumerate() {
+        out[i % group.len()].push(r);
+    }
+    out
 }
 
 /// Class probabilities of every encoded row, in input order (row-major, `num_labels` each).
