@@ -79,20 +79,15 @@ impl Predictor {
         let selected = crate::device::select(device)?;
         let precision = Precision::resolve(options.precision, &selected.device)?;
         let mut loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
-        let engine = loaded
+        let unavailable = loaded
             .model
             .prepare_cpu_inference(options.quantize)
             .ctx("packing the weights for the CPU")?;
-        if options.quantize == Quantize::Int8 && !engine {
+        if let (Quantize::Int8, Some(why)) = (options.quantize, unavailable) {
             return Err(Error::Usage(format!(
-                "--quantize int8 runs on the CPU in fp32 only (this run: {}, {}{})",
+                "--quantize int8 runs on the CPU in fp32 only (this run: {}, {}, {why})",
                 selected.describe(),
                 precision.name(),
-                if std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0") {
-                    ", CATBERT_CPU_ENGINE=0"
-                } else {
-                    ""
-                }
             )));
         }
         let encoder = checkpoint.text_encoder_for(options.max_len)?;

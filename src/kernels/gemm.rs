@@ -38,15 +38,6 @@ impl Isa {
             }
         })
     }
-
-    /// The name printed in benchmarks.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512f",
-            Isa::Avx2 => "avx2+fma",
-            Isa::Portable => "portable",
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -18,6 +18,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::gemm::Isa;
+
 /// Output channels per packed panel.
 pub const NR: usize = 32;
 
@@ -33,43 +35,27 @@ pub enum IsaI8 {
 }
 
 impl IsaI8 {
-    /// The best kernel for this CPU; `CATBERT_GEMM_ISA=avx2|portable` caps it.
+    /// The best kernel for this CPU, within the cap `CATBERT_GEMM_ISA` puts on the f32 kernels
+    /// ([`Isa::detect`]): VNNI only where AVX-512 is allowed.
     pub fn detect() -> IsaI8 {
         static ISA: std::sync::OnceLock<IsaI8> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| {
-            let best = best();
-            match (std::env::var("CATBERT_GEMM_ISA").as_deref(), best) {
-                (Ok("portable"), _) => IsaI8::Portable,
-                (Ok("avx2"), IsaI8::Vnni512) => IsaI8::Avx2,
-                _ => best,
-            }
+        *ISA.get_or_init(|| match Isa::detect() {
+            Isa::Portable => IsaI8::Portable,
+            Isa::Avx2 => IsaI8::Avx2,
+            Isa::Avx512 if has_vnni() => IsaI8::Vnni512,
+            Isa::Avx512 => IsaI8::Avx2,
         })
-    }
-
-    /// The name printed in benchmarks.
-    pub fn name(self) -> &'static str {
-        match self {
-            IsaI8::Vnni512 => "avx512-vnni",
-            IsaI8::Avx2 => "avx2",
-            IsaI8::Portable => "portable",
-        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn best() -> IsaI8 {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-        IsaI8::Vnni512
-    } else if is_x86_feature_detected!("avx2") {
-        IsaI8::Avx2
-    } else {
-        IsaI8::Portable
-    }
+fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn best() -> IsaI8 {
-    IsaI8::Portable
+fn has_vnni() -> bool {
+    false
 }
 
 /// A linear layer quantised for int8 products.

@@ -387,17 +387,35 @@ impl BertClassifier {
 
     /// Prepare the packed CPU engine for evaluation forward passes (weights packed once, Q/K/V
     /// as one product, no allocation per batch); in f32 its results equal candle's forward
-    /// pass within float rounding; `Quantize::Int8` trades a little accuracy for speed. Only for f32 on the CPU with packing on, and not when
-    /// `CATBERT_CPU_ENGINE=0`; returns whether it is in use. Weights changed later (training)
-    /// are not seen until it is prepared again.
-    pub fn prepare_cpu_inference(&mut self, quantize: super::Quantize) -> Result<bool> {
+    /// pass within float rounding; `Quantize::Int8` trades a little accuracy for speed.
+    /// Returns why it cannot run, if it cannot (see [`Self::cpu_engine_unavailable`]). Weights
+    /// changed later (training) are not seen until it is prepared again.
+    pub fn prepare_cpu_inference(
+        &mut self,
+        quantize: super::Quantize,
+    ) -> Result<Option<&'static str>> {
         self.engine = None;
-        let off = std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0");
-        if off || !self.packing || !self.on_cpu() || self.embeddings.norm.compute != DType::F32 {
-            return Ok(false);
+        if let Some(why) = self.cpu_engine_unavailable() {
+            return Ok(Some(why));
         }
         self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize)?);
-        Ok(true)
+        Ok(None)
+    }
+
+    /// Why the CPU engine cannot run this model: it needs the CPU, f32 compute, packing on, and
+    /// `CATBERT_CPU_ENGINE` not set to 0.
+    fn cpu_engine_unavailable(&self) -> Option<&'static str> {
+        if std::env::var("CATBERT_CPU_ENGINE").is_ok_and(|v| v == "0") {
+            Some("CATBERT_CPU_ENGINE=0")
+        } else if !self.on_cpu() {
+            Some("not on the CPU")
+        } else if self.embeddings.norm.compute != DType::F32 {
+            Some("not fp32")
+        } else if !self.packing {
+            Some("packing off")
+        } else {
+            None
+        }
     }
 
     /// Whether `batch` can run packed (no padding): packing on, f32 compute, a device with

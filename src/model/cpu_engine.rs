@@ -33,11 +33,6 @@ fn stacked(linears: &[&Linear]) -> Result<(Vec<f32>, Vec<f32>, usize)> {
     Ok((w, b, k))
 }
 
-fn pack(linears: &[&Linear]) -> Result<PackedLinear> {
-    let (w, b, k) = stacked(linears)?;
-    Ok(PackedLinear::new(&w, &b, b.len(), k))
-}
-
 /// How the engine stores the encoder's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Quantize {
@@ -50,7 +45,7 @@ pub enum Quantize {
     Int8,
 }
 
-/// An encoder linear layer, f32 or int8.
+/// A linear layer, f32 or int8.
 enum Lin {
     F32(PackedLinear),
     I8(QuantizedLinear),
@@ -142,8 +137,9 @@ pub(super) struct CpuEngine {
     token_type: Vec<f32>,
     embed_norm: Norm,
     layers: Vec<EngineLayer>,
-    pooler: PackedLinear,
-    classifier: PackedLinear,
+    /// Pooler and classifier: f32 whatever `quantize` says (a sliver of the FLOPs).
+    pooler: Lin,
+    classifier: Lin,
 }
 
 impl CpuEngine {
@@ -175,8 +171,8 @@ impl CpuEngine {
             token_type: values(&e.token_type.narrow(0, 0, 1)?)?,
             embed_norm: Norm::new(&e.norm)?,
             layers,
-            pooler: pack(&[&model.pooler])?,
-            classifier: pack(&[&model.classifier])?,
+            pooler: Lin::new(&[&model.pooler], Quantize::None)?,
+            classifier: Lin::new(&[&model.classifier], Quantize::None)?,
         })
     }
 
