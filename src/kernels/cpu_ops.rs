@@ -55,25 +55,32 @@ multiversion! {
     /// Multi-head attention over sequences packed back to back. `qkv` holds one row of
     /// `3 · hidden` values per token (query, key, value, each `heads` heads wide); sequence `s`
     /// is tokens `starts[s]..starts[s + 1]`. Writes softmax(q·kᵀ/√d)·v per token and head into
-    /// `out` (one row of `hidden` per token); `scores` is scratch.
+    /// `out` (one row of `hidden` per token); `scores` is scratch. With `first_only`, only each
+    /// sequence's first token asks (its keys and values are all the tokens): `out` then holds
+    /// one row per sequence.
     pub fn packed_attention(
         qkv: &[f32],
         starts: &[usize],
         heads: usize,
         out: &mut [f32],
         scores: &mut Vec<f32>,
+        first_only: bool,
     ) {
         let hidden = qkv.len() / starts.last().copied().unwrap_or(0).max(1) / 3;
         let d = hidden / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let row = 3 * hidden;
-        for w in starts.windows(2) {
+        for (i, w) in starts.windows(2).enumerate() {
             let seq = &qkv[w[0] * row..w[1] * row];
-            let outs = &mut out[w[0] * hidden..w[1] * hidden];
+            let (asking, outs) = if first_only {
+                (&seq[..row.min(seq.len())], &mut out[i * hidden..(i + 1) * hidden])
+            } else {
+                (seq, &mut out[w[0] * hidden..w[1] * hidden])
+            };
             scores.resize(w[1] - w[0], 0.0);
             for h in 0..heads {
                 let (q0, k0, v0) = (h * d, hidden + h * d, 2 * hidden + h * d);
-                for (qrow, orow) in seq.chunks_exact(row).zip(outs.chunks_exact_mut(hidden)) {
+                for (qrow, orow) in asking.chunks_exact(row).zip(outs.chunks_exact_mut(hidden)) {
                     let q = &qrow[q0..q0 + d];
                     let mut max = f32::NEG_INFINITY;
                     for (krow, s) in seq.chunks_exact(row).zip(scores.iter_mut()) {
@@ -244,8 +251,16 @@ mod tests {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let mut got = vec![0f32; tokens * hidden];
-        packed_attention(&qkv, &starts, heads, &mut got, &mut Vec::new());
+        packed_attention(&qkv, &starts, heads, &mut got, &mut Vec::new(), false);
         assert!(worst(&got, &want) < 1e-5, "{}", worst(&got, &want));
+        // Only the first token of each sequence: exactly those rows of the full result.
+        let mut first = vec![0f32; (starts.len() - 1) * hidden];
+        packed_attention(&qkv, &starts, heads, &mut first, &mut Vec::new(), true);
+        let rows: Vec<f32> = starts[..starts.len() - 1]
+            .iter()
+            .flat_map(|&s| got[s * hidden..(s + 1) * hidden].to_vec())
+            .collect();
+        assert_eq!(first, rows);
         Ok(())
     }
 }

@@ -186,33 +186,64 @@ impl CpuEngine {
         let h = self.hidden;
         let tokens = batch.tokens();
         let starts = batch.starts();
-        let x = sized(&mut s.x, tokens * h);
-        self.embed(batch, x)?;
-        for layer in &self.layers {
+        self.embed(batch, sized(&mut s.x, tokens * h))?;
+        let Some((last, inner_layers)) = self.layers.split_last() else {
+            return self.head(&Self::first_tokens(&s.x, starts, batch.rows(), h));
+        };
+        for layer in inner_layers {
             let qkv = sized(&mut s.qkv, tokens * 3 * h);
-            layer.qkv.forward(x, qkv, parallel);
+            layer.qkv.forward(&s.x[..tokens * h], qkv, parallel);
             let context = sized(&mut s.context, tokens * h);
-            cpu_ops::packed_attention(qkv, starts, self.heads, context, &mut s.scores);
-            let projected = sized(&mut s.projected, tokens * h);
-            layer.attn_out.forward(context, projected, parallel);
-            layer.attn_norm.apply(x, projected);
-            let inner = sized(&mut s.inner, tokens * layer.intermediate.out_dim());
-            layer.intermediate.forward(x, inner, parallel);
-            match self.act {
-                HiddenAct::Gelu => cpu_ops::gelu_erf(inner),
-                HiddenAct::GeluNew => cpu_ops::gelu_tanh(inner),
-                HiddenAct::Relu => cpu_ops::relu(inner),
-            }
-            layer.output.forward(inner, projected, parallel);
-            layer.out_norm.apply(x, projected);
+            cpu_ops::packed_attention(qkv, starts, self.heads, context, &mut s.scores, false);
+            self.finish_layer(layer, s, tokens, parallel);
         }
+        // Only the first token feeds the pooler: in the last layer the other tokens give
+        // their keys and values and nothing else (the same result, ~1/7 fewer FLOPs on MiniLM).
         let rows = batch.rows();
+        let qkv = sized(&mut s.qkv, tokens * 3 * h);
+        last.qkv.forward(&s.x[..tokens * h], qkv, parallel);
+        let context = sized(&mut s.context, rows * h);
+        cpu_ops::packed_attention(qkv, starts, self.heads, context, &mut s.scores, true);
+        let first = Self::first_tokens(&s.x, starts, rows, h);
+        s.x[..rows * h].copy_from_slice(&first);
+        self.finish_layer(last, s, rows, parallel);
+        self.head(&s.x[..rows * h])
+    }
+
+    /// The first token's row of each sequence.
+    fn first_tokens(x: &[f32], starts: &[usize], rows: usize, h: usize) -> Vec<f32> {
         let mut cls = Vec::with_capacity(rows * h);
         for &start in &starts[..rows] {
             cls.extend_from_slice(&x[start * h..(start + 1) * h]);
         }
+        cls
+    }
+
+    /// The rest of a layer once attention has filled `s.context` for `n` rows of `s.x`:
+    /// output projection, residual + LayerNorm, feed-forward, residual + LayerNorm.
+    fn finish_layer(&self, layer: &EngineLayer, s: &mut Scratch, n: usize, parallel: bool) {
+        let h = self.hidden;
+        let (x, context) = (&mut s.x[..n * h], &s.context[..n * h]);
+        let projected = sized(&mut s.projected, n * h);
+        layer.attn_out.forward(context, projected, parallel);
+        layer.attn_norm.apply(x, projected);
+        let inner = sized(&mut s.inner, n * layer.intermediate.out_dim());
+        layer.intermediate.forward(x, inner, parallel);
+        match self.act {
+            HiddenAct::Gelu => cpu_ops::gelu_erf(inner),
+            HiddenAct::GeluNew => cpu_ops::gelu_tanh(inner),
+            HiddenAct::Relu => cpu_ops::relu(inner),
+        }
+        layer.output.forward(inner, projected, parallel);
+        layer.out_norm.apply(x, projected);
+    }
+
+    /// Pooler (tanh) and classifier on the first tokens' rows.
+    fn head(&self, cls: &[f32]) -> Result<Vec<f32>> {
+        let h = self.hidden;
+        let rows = cls.len() / h;
         let mut pooled = vec![0f32; rows * h];
-        self.pooler.forward(&cls, &mut pooled, false);
+        self.pooler.forward(cls, &mut pooled, false);
         pooled.iter_mut().for_each(|v| *v = v.tanh());
         let mut logits = vec![0f32; rows * self.classifier.out_dim()];
         self.classifier.forward(&pooled, &mut logits, false);
