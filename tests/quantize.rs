@@ -15,20 +15,24 @@ use serde_json::json;
 /// Top-1 labels and probabilities of a wide prediction file.
 fn top1(path: &Path) -> (Vec<String>, Vec<f32>) {
     let t = Table::read(path, None).unwrap();
-    let labels = t.texts("category_1").unwrap();
+    (t.texts("category_1").unwrap(), probability(path, 1))
+}
+
+/// The `probability_{rank}` column of a wide prediction file.
+fn probability(path: &Path, rank: usize) -> Vec<f32> {
     let probs = std::fs::read_to_string(path).unwrap();
     let mut lines = probs.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = header.iter().position(|h| *h == "probability_1").unwrap();
+    let name = format!("probability_{rank}");
+    let col = header.iter().position(|h| *h == name).unwrap();
     // The label column may hold quoted commas: read probabilities from the end of the row.
     let from_end = header.len() - col;
-    let p = lines
+    lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
             cells[cells.len() - from_end].parse::<f32>().unwrap()
         })
-        .collect();
-    (labels, p)
+        .collect()
 }
 
 /// `catbert infer --model MODEL --file INPUT --out OUT EXTRA…` with extra environment.
@@ -62,7 +66,7 @@ fn int8_stays_close_to_fp32_and_every_kernel_agrees() {
     let fp32 = dir.path().join("fp32.csv");
     let int8 = dir.path().join("int8.csv");
     infer(&fp32, &[], &[]);
-    infer(&int8, &["--quantize", "int8"], &[]);
+    infer(&int8, &["--quantize", "int8", "--int8-recheck", "0"], &[]);
     let ((want, pw), (got, pg)) = (top1(&fp32), top1(&int8));
     let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
     let worst = pw
@@ -82,7 +86,14 @@ fn int8_stays_close_to_fp32_and_every_kernel_agrees() {
     let avx2 = dir.path().join("avx2.csv");
     infer(
         &avx2,
-        &["--quantize", "int8", "--threads", "1"],
+        &[
+            "--quantize",
+            "int8",
+            "--int8-recheck",
+            "0",
+            "--threads",
+            "1",
+        ],
         &[("CATBERT_GEMM_ISA", "avx2")],
     );
     assert_eq!(
@@ -90,6 +101,70 @@ fn int8_stays_close_to_fp32_and_every_kernel_agrees() {
         std::fs::read(&avx2).unwrap(),
         "the AVX2 int8 path differs from the default one"
     );
+}
+
+#[test]
+fn int8_recomputes_its_close_calls_in_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fp32, int8) = (dir.path().join("fp32.csv"), dir.path().join("int8.csv"));
+    infer(&fp32, &[], &[]);
+    let model = oracle().join("minilm-cls");
+    let input = oracle().join("minilm-cls/rows200.csv");
+    let extra = ["--text-col", "product_description", "--quantize", "int8"];
+    let o = run(&model, &input, &int8, &extra, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The default margin, 0.02: every row is fp32's own row, or int8 led by at least 0.02.
+    let (fp32_rows, int8_rows) = (
+        std::fs::read_to_string(&fp32).unwrap(),
+        std::fs::read_to_string(&int8).unwrap(),
+    );
+    let (lead1, lead2) = (probability(&int8, 1), probability(&int8, 2));
+    let mut recomputed = 0;
+    for (i, (a, b)) in fp32_rows.lines().zip(int8_rows.lines()).skip(1).enumerate() {
+        if a == b {
+            recomputed += 1;
+        } else {
+            assert!(
+                lead1[i] - lead2[i] >= 0.0199,
+                "row {i}: int8 kept a lead of {}",
+                lead1[i] - lead2[i]
+            );
+        }
+    }
+    let (want, got) = (top1(&fp32).0, top1(&int8).0);
+    let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
+    eprintln!(
+        "int8 (recheck 0.02) vs fp32 on 200 rows: top-1 {agree}/200, {recomputed} rows equal"
+    );
+    assert!(agree >= 199, "top-1 agreement {agree}/200");
+    assert!(
+        recomputed > 0 && recomputed < 100,
+        "{recomputed} rows recomputed"
+    );
+    let line = format!("int8: {recomputed} of 200 rows");
+    assert!(stderr(&o).contains(&line), "no `{line}` in {}", stderr(&o));
+
+    let out = dir.path().join("bad.csv");
+    let o = run(
+        &model,
+        &input,
+        &out,
+        &[
+            "--text-col",
+            "product_description",
+            "--quantize",
+            "int8",
+            "--int8-recheck",
+            "1.5",
+        ],
+        &[],
+    );
+    assert_error(
+        &o,
+        2,
+        "error: --int8-recheck must be a probability between 0 and 1 (got 1.5)",
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -69,6 +69,11 @@ pub struct InferArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: crate::model::Quantize,
 
+    /// With --quantize int8: rows whose top-1 probability leads the runner-up by less than P
+    /// are computed again in fp32, so int8 cannot flip a close call (0 turns this off).
+    #[arg(long, value_name = "P", default_value_t = crate::model::INT8_RECHECK)]
+    pub int8_recheck: f32,
+
     /// One output row per (row, rank): row_id, rank (0 = best), category, probability.
     #[arg(long)]
     pub long: bool,
@@ -156,6 +161,15 @@ pub fn run(args: InferArgs, ui: &Ui) -> anyhow::Result<()> {
         args.top_k
     };
     let full = predictor.predict_encoded(&predictor.encode(&texts)?, k, &bar)?;
+    if predictor.quantize() == crate::model::Quantize::Int8 && args.int8_recheck > 0.0 {
+        let rechecked = predictor.int8_rechecked_rows();
+        ui.info(&format!(
+            "int8: {rechecked} of {} rows ({:.1} %) led by less than {} and were computed again in fp32",
+            texts.len(),
+            100.0 * rechecked as f64 / texts.len().max(1) as f64,
+            args.int8_recheck
+        ));
+    }
     drop(bar);
     let top = keep_top(&full, args.top_k);
     let seconds = start.elapsed().as_secs_f64();
@@ -252,6 +266,7 @@ pub fn load_predictor(
         hub: None,
         registry: None,
         quantize: args.quantize,
+        int8_recheck: args.int8_recheck,
     };
     Ok(Predictor::from_checkpoint(
         checkpoint,

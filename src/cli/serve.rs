@@ -42,6 +42,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: crate::model::Quantize,
 
+    /// With --quantize int8: rows whose top-1 probability leads the runner-up by less than P
+    /// are computed again in fp32, so int8 cannot flip a close call (0 turns this off).
+    #[arg(long, value_name = "P", default_value_t = crate::model::INT8_RECHECK)]
+    pub int8_recheck: f32,
+
     /// Real tokens per batch.
     #[arg(long, default_value_t = 16384)]
     pub max_batch_tokens: usize,
@@ -131,6 +136,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         max_len: args.max_len,
         precision: args.run.precision,
         quantize: args.quantize,
+        int8_recheck: args.int8_recheck,
         ..PredictOptions::default()
     };
     let feedback_dir = args

@@ -7,7 +7,7 @@ use crate::data::batch::TokenBatch;
 use crate::device::{DeviceChoice, Precision};
 use crate::error::{with_batch_size, CandleContext, Error, Result};
 use crate::model::batched::{batch_logits, batch_top_k, predict_top_k, Progress, Quiet, TopK};
-use crate::model::{BertClassifier, Quantize};
+use crate::model::{BertClassifier, Quantize, INT8_RECHECK};
 use crate::tokenize::TextEncoder;
 
 /// How a [`Predictor`] runs.
@@ -26,6 +26,9 @@ pub struct PredictOptions {
     pub registry: Option<Resolver>,
     /// int8 encoder layers (CPU, fp32 only); `Quantize::None` keeps f32.
     pub quantize: Quantize,
+    /// With int8: rows whose top-1 probability leads the runner-up by less than this are
+    /// computed again in f32 (0: never); default [`INT8_RECHECK`].
+    pub int8_recheck: f32,
 }
 
 impl Default for PredictOptions {
@@ -37,6 +40,7 @@ impl Default for PredictOptions {
             hub: None,
             registry: None,
             quantize: Quantize::None,
+            int8_recheck: INT8_RECHECK,
         }
     }
 }
@@ -76,12 +80,18 @@ impl Predictor {
         if options.batch_size == 0 {
             return Err(Error::Usage("`batch_size` must be at least 1".into()));
         }
+        if !(0.0..=1.0).contains(&options.int8_recheck) {
+            return Err(Error::Usage(format!(
+                "--int8-recheck must be a probability between 0 and 1 (got {})",
+                options.int8_recheck
+            )));
+        }
         let selected = crate::device::select(device)?;
         let precision = Precision::resolve(options.precision, &selected.device)?;
         let mut loaded = checkpoint.load_classifier(&selected.device, precision.dtype())?;
         let unavailable = loaded
             .model
-            .prepare_cpu_inference(options.quantize)
+            .prepare_cpu_inference(options.quantize, options.int8_recheck)
             .ctx("packing the weights for the CPU")?;
         if let (Quantize::Int8, Some(why)) = (options.quantize, unavailable) {
             return Err(Error::Usage(format!(
@@ -151,6 +161,11 @@ impl Predictor {
     /// Whether the encoder runs in int8.
     pub fn quantize(&self) -> Quantize {
         self.quantize
+    }
+
+    /// Rows computed again in f32 so far because int8 was not sure of their top-1.
+    pub fn int8_rechecked_rows(&self) -> usize {
+        self.model.int8_rechecked_rows()
     }
 
     /// The precision as printed: `fp32`, `bf16`, or `int8` for quantised encoder layers.

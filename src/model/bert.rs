@@ -388,18 +388,26 @@ impl BertClassifier {
     /// Prepare the packed CPU engine for evaluation forward passes (weights packed once, Q/K/V
     /// as one product, no allocation per batch); in f32 its results equal candle's forward
     /// pass within float rounding; `Quantize::Int8` trades a little accuracy for speed.
-    /// Returns why it cannot run, if it cannot (see [`Self::cpu_engine_unavailable`]). Weights
-    /// changed later (training) are not seen until it is prepared again.
+    /// With int8, rows whose top-1 probability leads the runner-up by less than `recheck` are
+    /// computed again in f32 (0: never). Returns why it cannot run, if it cannot (see
+    /// [`Self::cpu_engine_unavailable`]). Weights changed later (training) are not seen until
+    /// it is prepared again.
     pub fn prepare_cpu_inference(
         &mut self,
         quantize: super::Quantize,
+        recheck: f32,
     ) -> Result<Option<&'static str>> {
         self.engine = None;
         if let Some(why) = self.cpu_engine_unavailable() {
             return Ok(Some(why));
         }
-        self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize)?);
+        self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize, recheck)?);
         Ok(None)
+    }
+
+    /// Rows the int8 engine has computed again in f32 (see [`Self::prepare_cpu_inference`]).
+    pub fn int8_rechecked_rows(&self) -> usize {
+        self.engine.as_ref().map_or(0, |e| e.rechecked_rows())
     }
 
     /// Why the CPU engine cannot run this model: it needs the CPU, f32 compute, packing on, and

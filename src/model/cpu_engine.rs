@@ -6,6 +6,7 @@
 //! bf16.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{Result, Tensor};
 
@@ -32,6 +33,10 @@ fn stacked(linears: &[&Linear]) -> Result<(Vec<f32>, Vec<f32>, usize)> {
     }
     Ok((w, b, k))
 }
+
+/// The default recheck margin of int8 inference: rows whose int8 top-1 probability leads the
+/// runner-up by less than this are computed again in f32.
+pub const INT8_RECHECK: f32 = 0.02;
 
 /// How the engine stores the encoder's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -140,11 +145,58 @@ pub(super) struct CpuEngine {
     /// Pooler and classifier: f32 whatever `quantize` says (a sliver of the FLOPs).
     pooler: Lin,
     classifier: Lin,
+    /// int8 only: the f32 twin that recomputes close calls (see [`Recheck`]).
+    recheck: Option<Recheck>,
+}
+
+/// Rows whose top-1 probability leads the runner-up by less than `margin` under int8 are
+/// computed again in f32 and take the f32 result: quantisation then cannot flip a decision
+/// it was not sure of (a flip needs the int8 error to exceed the lead).
+struct Recheck {
+    exact: Box<CpuEngine>,
+    margin: f32,
+    rows: AtomicUsize,
+}
+
+/// Rows of `logits` (`classes` per row) whose top-1 probability leads the second by less than
+/// `margin`.
+fn close_calls(logits: &[f32], classes: usize, margin: f32) -> Vec<usize> {
+    if classes < 2 || margin <= 0.0 {
+        return Vec::new();
+    }
+    let mut close = Vec::new();
+    for (i, row) in logits.chunks_exact(classes).enumerate() {
+        let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for &v in row {
+            if v > first {
+                (first, second) = (v, first);
+            } else if v > second {
+                second = v;
+            }
+        }
+        let sum: f32 = row.iter().map(|&v| (v - first).exp()).sum();
+        let lead = (1.0 - (second - first).exp()) / sum;
+        // NaN logits count as close (the f32 pass decides).
+        if lead.is_nan() || lead < margin {
+            close.push(i);
+        }
+    }
+    close
 }
 
 impl CpuEngine {
-    /// Pack `model`'s weights (f32, on the CPU), the encoder's linear layers as `quantize` says.
-    pub(super) fn new(model: &BertClassifier, quantize: Quantize) -> Result<Self> {
+    /// Pack `model`'s weights (f32, on the CPU), the encoder's linear layers as `quantize` says;
+    /// with int8, rows whose top-1 probability leads by less than `recheck` are computed again
+    /// in f32 (0 turns that off).
+    pub(super) fn new(model: &BertClassifier, quantize: Quantize, recheck: f32) -> Result<Self> {
+        let recheck = match quantize {
+            Quantize::Int8 if recheck > 0.0 => Some(Recheck {
+                exact: Box::new(Self::new(model, Quantize::None, 0.0)?),
+                margin: recheck,
+                rows: AtomicUsize::new(0),
+            }),
+            _ => None,
+        };
         let e = &model.embeddings;
         let hidden = e.word.dim(1)?;
         let layers = model
@@ -173,13 +225,38 @@ impl CpuEngine {
             layers,
             pooler: Lin::new(&[&model.pooler], Quantize::None)?,
             classifier: Lin::new(&[&model.classifier], Quantize::None)?,
+            recheck,
         })
     }
 
     /// Logits (rows × classes, row-major) of a batch without empty rows; `parallel` lets the
     /// products use rayon's threads.
     pub(super) fn logits(&self, batch: &TokenBatch, parallel: bool) -> Result<Vec<f32>> {
-        SCRATCH.with(|s| self.run(&mut s.borrow_mut(), batch, parallel))
+        let mut logits = SCRATCH.with(|s| self.run(&mut s.borrow_mut(), batch, parallel))?;
+        if let Some(r) = &self.recheck {
+            let classes = self.classifier.out_dim();
+            let close = close_calls(&logits, classes, r.margin);
+            if !close.is_empty() {
+                let (ids, starts) = (batch.ids(), batch.starts());
+                let rows: Vec<&[u32]> = close
+                    .iter()
+                    .map(|&i| &ids[starts[i]..starts[i + 1]])
+                    .collect();
+                let exact = r.exact.logits(&TokenBatch::new(&rows, 0), parallel)?;
+                for (&i, row) in close.iter().zip(exact.chunks_exact(classes)) {
+                    logits[i * classes..(i + 1) * classes].copy_from_slice(row);
+                }
+                r.rows.fetch_add(close.len(), Ordering::Relaxed);
+            }
+        }
+        Ok(logits)
+    }
+
+    /// Rows computed again in f32 so far (int8 with a recheck margin; else 0).
+    pub(super) fn rechecked_rows(&self) -> usize {
+        self.recheck
+            .as_ref()
+            .map_or(0, |r| r.rows.load(Ordering::Relaxed))
     }
 
     fn run(&self, s: &mut Scratch, batch: &TokenBatch, parallel: bool) -> Result<Vec<f32>> {
@@ -314,7 +391,7 @@ mod tests {
             .collect();
         for act in ["gelu", "gelu_new", "relu"] {
             let model = tiny(act);
-            let engine = CpuEngine::new(&model, Quantize::None).unwrap();
+            let engine = CpuEngine::new(&model, Quantize::None, 0.0).unwrap();
             for chunk in rows.chunks(9) {
                 let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
                 let batch = TokenBatch::new(&refs, 0);
@@ -343,8 +420,8 @@ mod tests {
         let batch = TokenBatch::new(&refs, 0);
         for act in ["gelu", "gelu_new", "relu"] {
             let model = tiny_with(act, 0.1);
-            let exact = CpuEngine::new(&model, Quantize::None).unwrap();
-            let int8 = CpuEngine::new(&model, Quantize::Int8).unwrap();
+            let exact = CpuEngine::new(&model, Quantize::None, 0.0).unwrap();
+            let int8 = CpuEngine::new(&model, Quantize::Int8, 0.0).unwrap();
             let want = exact.logits(&batch, false).unwrap();
             let got = int8.logits(&batch, true).unwrap();
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -364,8 +441,35 @@ mod tests {
     }
 
     #[test]
+    fn close_calls_are_leads_under_the_margin() {
+        // Leads: [2, 0] → 0.76; [0.01, 0] → 0.0025; three-way tie → 0; NaN → close.
+        let logits = [2.0, 0.0, 0.01, 0.0, 1.0, 1.0, f32::NAN, 0.0];
+        assert_eq!(close_calls(&logits, 2, 0.02), vec![1, 2, 3]);
+        assert_eq!(close_calls(&logits, 2, 0.0), Vec::<usize>::new());
+        assert_eq!(close_calls(&[3.0, 3.0, 0.0], 3, 0.02), vec![0]);
+        assert_eq!(close_calls(&[5.0], 1, 0.5), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn int8_recheck_of_every_row_is_the_f32_result() {
+        let rows: Vec<Vec<u32>> = (2..12u32)
+            .map(|n| (0..n).map(|i| (i * 5 + n) % 60).collect())
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let batch = TokenBatch::new(&refs, 0);
+        let model = tiny_with("gelu", 0.1);
+        let exact = CpuEngine::new(&model, Quantize::None, 0.0).unwrap();
+        let all = CpuEngine::new(&model, Quantize::Int8, 1.0).unwrap();
+        assert_eq!(
+            all.logits(&batch, false).unwrap(),
+            exact.logits(&batch, false).unwrap()
+        );
+        assert_eq!(all.rechecked_rows(), rows.len());
+    }
+
+    #[test]
     fn out_of_range_tokens_are_errors_not_panics() {
-        let engine = CpuEngine::new(&tiny("gelu"), Quantize::None).unwrap();
+        let engine = CpuEngine::new(&tiny("gelu"), Quantize::None, 0.0).unwrap();
         let err = engine.logits(&TokenBatch::new(&[&[1, 60]], 0), false);
         assert!(format!("{}", err.unwrap_err()).contains("token id 60"));
         let long = vec![1u32; 25];

@@ -6,7 +6,7 @@ mod cpu_engine;
 pub mod params;
 
 pub use bert::{BertClassifier, Mode};
-pub use cpu_engine::Quantize;
+pub use cpu_engine::{Quantize, INT8_RECHECK};
 pub use params::{
     canonical_name, Init, LoadReport, ModelParams, NamedParam, ParamStore, ShapeIssue,
 };
