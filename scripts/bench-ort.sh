@@ -5,7 +5,8 @@
 #   MiniLM-L6 with a 5-class head (target/oracle/minilm-cls) on the 4,688 product queries;
 #   a BERT-base-shaped classifier (random weights, 12 layers, hidden 768) on the first
 #   BASE_ROWS (1,000) of them.
-# catbert runs twice: fp32 and --quantize int8 (its agreement is against catbert fp32).
+# catbert runs three times: fp32, --quantize int8 (close calls recomputed in fp32, the default)
+# and --quantize int8 --int8-recheck 0 (raw int8); int8's agreement is against catbert fp32.
 # Per run: rows/s (in process: tokenising, forwards, softmax; not model loading), the ratio to
 # catbert, peak RSS of the whole process, and the accuracy cost of int8 (top-1 agreement with
 # ONNX Runtime fp32, largest top-1 probability difference); ONNX Runtime fp32's agreement with
@@ -53,15 +54,20 @@ bench() { # $1 = name, $2 = model dir, $3 = rows file
   local name=$1 model=$2 rows=$3
   for t in "${threads[@]}"; do
     echo "== $name, $t thread(s)" >&2
-    local rss
-    rss=$(peak target/release/catbert infer --model "$model" --file "$rows" --text-col product_description \
-      --out "$tmp/$name-$t-catbert.csv" --threads "$t" --device cpu 2>"$tmp/$name-$t.log" | tail -1) \
-      || { cat "$tmp/$name-$t.log" >&2; exit 1; }
-    echo "$name $t catbert $rss $tmp/$name-$t-catbert.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
-    rss=$(peak target/release/catbert infer --model "$model" --file "$rows" --text-col product_description \
-      --out "$tmp/$name-$t-catbert-int8.csv" --threads "$t" --device cpu --quantize int8 2>"$tmp/$name-$t-int8.log" | tail -1) \
-      || { cat "$tmp/$name-$t-int8.log" >&2; exit 1; }
-    echo "$name $t catbert-int8 $rss $tmp/$name-$t-catbert-int8.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t-int8.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
+    local rss variant flags
+    # catbert fp32; int8 as shipped (close calls recomputed in fp32); int8 with no recheck.
+    for variant in catbert catbert-int8 catbert-int8-raw; do
+      case $variant in
+        catbert) flags=() ;;
+        catbert-int8) flags=(--quantize int8) ;;
+        catbert-int8-raw) flags=(--quantize int8 --int8-recheck 0) ;;
+      esac
+      rss=$(peak target/release/catbert infer --model "$model" --file "$rows" --text-col product_description \
+        --out "$tmp/$name-$t-$variant.csv" --threads "$t" --device cpu "${flags[@]}" 2>"$tmp/$name-$t-$variant.log" | tail -1) \
+        || { cat "$tmp/$name-$t-$variant.log" >&2; exit 1; }
+      echo "$name $t $variant $rss $tmp/$name-$t-$variant.csv $(grep -o '([0-9.]* rows/s)' "$tmp/$name-$t-$variant.log" | tr -d '(' | cut -d' ' -f1)" >>"$runs"
+      grep -o 'int8: .* fp32' "$tmp/$name-$t-$variant.log" | sed "s/^/$name, $t thread(s): /" >&2 || true
+    done
     for engine in torch ort-fp32 ort-int8 ort-int8-pc; do
       rss=$(peak "$py" scripts/ort_infer.py --model-dir "$model" --input "$rows" --engine "$engine" \
         --threads "$t" --work "$cache/$name-onnx" --json "$tmp/$name-$t-$engine.json" 2>"$tmp/$name-$t-$engine.log" | tail -1) \
@@ -107,7 +113,7 @@ print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (name, t, engine), r in results.items():
     base = results[(name, t, "catbert")]
     # int8 against its own engine's fp32: ONNX Runtime's against ORT fp32, ours against ours.
-    ref = base if engine == "catbert-int8" else results[(name, t, "ort-fp32")]
+    ref = base if engine.startswith("catbert-int8") else results[(name, t, "ort-fp32")]
     quantised = "int8" in engine
     agree = lambda a, b: sum(x == y for x, y in zip(a["top1"], b["top1"])) / len(a["top1"])
     fp = f"{agree(r, ref) * 100:.2f} %" if quantised else "-"
