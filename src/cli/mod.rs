@@ -121,7 +121,7 @@ impl Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ui = progress::Ui { quiet: cli.quiet };
     match cli.command {
-        Command::Finetune(args) => finetune::run(*args, &ui),
+        Command::Finetune(args) => crate::runtime::on_math_thread(|| finetune::run(*args, &ui)),
         Command::Infer(args) => infer::run(args, &ui),
         Command::Registry(args) => registry::run(args, &ui),
         Command::Serve(args) => serve::run(*args, &ui),
