@@ -9,6 +9,7 @@ mod job;
 pub mod loss;
 pub mod optim;
 mod output;
+mod steplog;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -149,6 +150,15 @@ pub(crate) fn run_loop(
     let total_steps = steps_per_epoch * hyper.epochs;
     let warmup = (hyper.warmup_ratio * total_steps as f64) as usize;
     let lengths: Vec<usize> = data.train.ids.iter().map(Vec::len).collect();
+    let mut step_log = steplog::StepLog::from_env(steplog::Inputs {
+        data,
+        lr: hyper.lr,
+        warmup,
+        total_steps,
+        weight_decay: hyper.weight_decay,
+        max_grad_norm: hyper.max_grad_norm,
+        decayed: opt.decayed(),
+    })?;
     for cb in callbacks.iter_mut() {
         cb.on_start(&RunStart {
             config,
@@ -227,8 +237,12 @@ pub(crate) fn run_loop(
             let grads = with_batch_size(loss.backward().ctx("backward pass"), hyper.batch_size)?;
             let t_optimizer = Instant::now();
             phases.backward += (t_optimizer - t_backward).as_secs_f64();
-            opt.step(&grads, lr, hyper.max_grad_norm)
+            let grad_norm = opt
+                .step(&grads, lr, hyper.max_grad_norm)
                 .ctx("AdamW step")?;
+            if let Some(log) = step_log.as_mut() {
+                log.step(epoch, opt.steps(), rows, loss_value, grad_norm, lr)?;
+            }
             phases.optimizer += t_optimizer.elapsed().as_secs_f64();
             loss_sum += loss_value * rows.len() as f64;
             seen += rows.len();

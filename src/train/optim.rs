@@ -81,6 +81,15 @@ impl AdamW {
         })
     }
 
+    /// Names of the parameters weight decay applies to.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> usize {
         self.step
