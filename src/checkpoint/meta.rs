@@ -210,6 +210,10 @@ pub struct RunMeta {
     /// Why the run stopped before its last epoch, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
+    /// catbert's own GPU kernels that failed their first-use self-check in this run (candle's
+    /// composed ops ran instead), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_fallbacks: Vec<String>,
 }
 
 impl Default for RunMeta {
@@ -235,6 +239,7 @@ impl Default for RunMeta {
             best_reason: None,
             metric: Metric::F1Min,
             stopped_early: None,
+            kernel_fallbacks: Vec::new(),
         }
     }
 }

@@ -120,7 +120,7 @@ impl Command {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ui = progress::Ui { quiet: cli.quiet };
-    match cli.command {
+    let result = match cli.command {
         Command::Finetune(args) => crate::runtime::on_math_thread(|| finetune::run(*args, &ui)),
         Command::Infer(args) => infer::run(args, &ui),
         Command::Registry(args) => registry::run(args, &ui),
@@ -129,7 +129,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Monitor(args) => monitor::run(args, &ui),
         Command::Report(args) => report::run(args, &ui),
         Command::Pipeline(args) => pipeline::run(args, &ui),
+    };
+    // Once per process, whatever the command: kernels that failed their self-check.
+    for line in crate::kernels::selfcheck::fallbacks() {
+        ui.notice(&line);
     }
+    result
 }
 
 /// The flag of a config key: `batch_size` → `--batch-size`.

@@ -30,6 +30,7 @@ pub mod cpu_ops;
 mod cuda;
 pub mod gemm;
 pub mod gemm_i8;
+pub mod selfcheck;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -190,6 +191,18 @@ pub fn softmax_top_k(logits: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> 
     let (rows, classes) = logits.dims2()?;
     let k = k.min(classes);
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    if !selfcheck::kernel_ok(selfcheck::Kernel::SoftmaxTopK, logits.device()) {
+        // Candle's softmax on the device, the ranking on the host.
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        let (mut ids, mut top) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
+        for row in probs {
+            let mut idx: Vec<usize> = (0..classes).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            ids.extend(idx[..k].iter().map(|&c| c as u32));
+            top.extend(idx[..k].iter().map(|&c| row[c]));
+        }
+        return Ok((ids, top));
+    }
     let out = logits
         .apply_op1_no_bwd(&SoftmaxTopK { k })?
         .to_vec2::<f32>()?;
@@ -349,7 +362,10 @@ impl CustomOp3 for BiasGeluBackward {
 /// gelu_erf(x + bias), bias broadcast over the last dimension; f32 (other dtypes fall back to
 /// candle's ops).
 pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if x.dtype() != DType::F32 || bias.dtype() != DType::F32 {
+    if x.dtype() != DType::F32
+        || bias.dtype() != DType::F32
+        || !selfcheck::kernel_ok(selfcheck::Kernel::BiasGelu, x.device())
+    {
         return x.broadcast_add(bias)?.gelu_erf();
     }
     if x.dim(D::Minus1)? != bias.elem_count() {

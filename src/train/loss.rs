@@ -10,7 +10,8 @@ pub fn weighted_cross_entropy(
     labels: &[usize],
     weights: &[f32],
 ) -> Result<Tensor> {
-    if logits.dtype() != DType::F64 {
+    use crate::kernels::selfcheck::{kernel_ok, Kernel};
+    if logits.dtype() != DType::F64 && kernel_ok(Kernel::WeightedCrossEntropy, logits.device()) {
         let labels: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
         return crate::kernels::weighted_cross_entropy(logits, &labels, weights);
     }

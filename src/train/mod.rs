@@ -416,6 +416,7 @@ fn sync_meta(meta: &mut RunMeta, state: &RunState) {
     meta.best_score = state.best_score;
     meta.best_reason = state.best_reason.clone();
     meta.stopped_early = state.stopped_early.clone();
+    meta.kernel_fallbacks = crate::kernels::selfcheck::fallbacks();
 }
 
 /// Metrics and weighted loss of the model on labelled examples.
