@@ -378,9 +378,21 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
 }
 
-/// Whether the fused CPU training ops apply (f32 on the CPU; elsewhere candle's composed ops).
+thread_local! {
+    static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The GPU's op mix on the CPU, for tests: while on, ops called from this thread take candle's
+/// composed ops (as on a GPU) instead of the fused CPU training ops. Our own kernels (the
+/// loss, bias + GELU) keep running: on a GPU they run too, their CPU code being their twin.
+pub fn use_composed_ops(on: bool) {
+    COMPOSED.with(|c| c.set(on));
+}
+
+/// Whether the fused CPU training ops apply (f32 on the CPU, unless [`use_composed_ops`] is
+/// on; elsewhere candle's composed ops).
 fn fused_cpu(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    t.device().is_cpu() && t.dtype() == DType::F32 && !COMPOSED.with(|c| c.get())
 }
 
 /// x + bias over the last dimension, differentiable.
