@@ -129,10 +129,10 @@ else
   fail "inference on the CPU: $(tail -1 "$work/cpu.csv.log")"
 fi
 
-# 4. A deliberate out-of-memory: BERT-base shape, 4,096 texts of ~500 tokens in one batch.
+# 4. A deliberate out-of-memory: BERT-base shape, texts of ~500 tokens, 4,096 per batch.
 if [ "$dev" = cuda ]; then
   "$py" scripts/bench_gpu_torch.py make-bert-base --tokenizer "$model" --out "$work/bert-base" >/dev/null
-  "$py" -c 'import csv,sys; w=csv.writer(open(sys.argv[1],"w")); w.writerow(["text","label"]); [w.writerow([" ".join(["organic whole grain pasta sauce"]*100), f"c{i%3}"]) for i in range(4096)]' "$work/long.csv"
+  "$py" -c 'import csv,sys; w=csv.writer(open(sys.argv[1],"w")); w.writerow(["text","label"]); [w.writerow([" ".join(["organic whole grain pasta sauce"]*100), f"c{i%3}"]) for i in range(8192)]' "$work/long.csv"
   "$bin" finetune --train "$work/long.csv" --model "$work/bert-base" --epochs 1 --batch-size 4096 \
     --max-len 512 --out "$work/oom" --device cuda --no-tracking --quiet 2>"$work/oom.log"
   rc=$?
