@@ -8,8 +8,6 @@
 mod common;
 
 use candle_core::{DType, Device};
-use catbert::checkpoint::Checkpoint;
-use catbert::data::batch::TokenBatch;
 use catbert::model::{BertClassifier, Mode, ParamStore};
 use catbert::rng::Rng;
 use catbert::train::loss::weighted_cross_entropy;
@@ -30,18 +28,7 @@ const STEPS: usize = 5;
 /// The losses of `STEPS` AdamW steps on the same batch and the last step's gradients, from
 /// the tiny checkpoint with dropout off, in one layout and compute dtype.
 fn train(gpu_layout: bool, compute: DType) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
-    let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
-    let mut config = ckpt.config.clone();
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    config.classifier_dropout = None;
-    let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
-    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    assert!(
-        rows.iter().any(|r| r.len() != rows[0].len()),
-        "no padding to test"
-    );
-    let batch = TokenBatch::new(&rows, 0);
+    let (ckpt, config, batch) = tiny_without_dropout(&TEXTS);
     let store = ParamStore::new(
         ckpt.read_tensors().unwrap(),
         &Device::Cpu,
@@ -100,13 +87,6 @@ fn train(gpu_layout: bool, compute: DType) -> (Vec<f32>, Vec<(String, Vec<f32>)>
     (losses, last)
 }
 
-fn worst(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn the_gpu_layout_trains_like_the_cpu_default() {
     let (cpu_losses, cpu_grads) = train(false, DType::F32);
@@ -124,13 +104,16 @@ fn the_gpu_layout_trains_like_the_cpu_default() {
     }
     assert_eq!(cpu_grads.len(), gpu_grads.len());
     // Not bit for bit: another path was taken (padding, composed ops), rounding differs.
-    assert_ne!(cpu_grads, gpu_grads, "the GPU layout ran the CPU default's path");
+    assert_ne!(
+        cpu_grads, gpu_grads,
+        "the GPU layout ran the CPU default's path"
+    );
     for ((name, a), (_, b)) in cpu_grads.iter().zip(&gpu_grads) {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
         assert!(
-            worst(a, b) / scale < 1e-4,
+            worst_diff(a, b) / scale < 1e-4,
             "{name}: gradients differ by {}",
-            worst(a, b)
+            worst_diff(a, b)
         );
     }
 

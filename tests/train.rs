@@ -352,16 +352,8 @@ fn bf16_compute_with_f32_master_weights() {
 /// every parameter as padded batches with an attention mask.
 #[test]
 fn packed_and_padded_batches_agree_on_logits_and_gradients() {
-    let ckpt = Checkpoint::open(&oracle().join("tiny")).unwrap();
-    let mut config = ckpt.config.clone();
     // Dropout off: both layouts then compute the same function.
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    config.classifier_dropout = None;
-    let ids = ckpt.text_encoder(64).unwrap().encode_all(&TEXTS).unwrap();
-    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    assert!(rows.iter().any(|r| r.len() != rows[0].len()));
-    let batch = TokenBatch::new(&rows, 0);
+    let (ckpt, config, batch) = tiny_without_dropout(&TEXTS);
     let run = |packing: bool| {
         let store = ParamStore::new(
             ckpt.read_tensors().unwrap(),

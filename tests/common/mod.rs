@@ -206,3 +206,35 @@ pub fn finetune_tiny(train: &Path, out: &Path, epochs: &str) -> String {
     assert!(o.status.success(), "{}", stderr(&o));
     stderr(&o)
 }
+
+/// The tiny test classifier with dropout off (so every layout computes the same function), and
+/// `texts` as one batch; asserts the texts differ in length (something to pad).
+pub fn tiny_without_dropout(
+    texts: &[&str],
+) -> (
+    catbert::checkpoint::Checkpoint,
+    catbert::config::BertConfig,
+    catbert::data::batch::TokenBatch,
+) {
+    let ckpt = catbert::checkpoint::Checkpoint::open(&oracle().join("tiny")).unwrap();
+    let mut config = ckpt.config.clone();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    config.classifier_dropout = None;
+    let ids = ckpt.text_encoder(64).unwrap().encode_all(texts).unwrap();
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    assert!(
+        rows.iter().any(|r| r.len() != rows[0].len()),
+        "no padding to test"
+    );
+    let batch = catbert::data::batch::TokenBatch::new(&rows, 0);
+    (ckpt, config, batch)
+}
+
+/// Largest absolute difference of two equally long slices.
+pub fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
