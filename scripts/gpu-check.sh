@@ -73,13 +73,18 @@ tune() { # $1 = device, $2 = out
 }
 metric() { "$py" -c 'import json,sys; m=json.load(open(sys.argv[1])); e=m["epochs"][-1]; h=e.get("holdout") or e.get("eval") or {}; print(h.get(sys.argv[2], "nan"))' "$1/catbert.json" "$2"; }
 t0=$(date +%s)
-if tune "$dev" "$work/tuned-dev"; then
-  t1=$(date +%s)
-  tune cpu "$work/tuned-cpu" || fail "fine-tune on the CPU: $(tail -1 "$work/tuned-cpu.log")"
-  t2=$(date +%s)
+tune "$dev" "$work/tuned-dev"; dev_rc=$?
+t1=$(date +%s)
+tune cpu "$work/tuned-cpu"; cpu_rc=$?
+t2=$(date +%s)
+[ $dev_rc = 0 ] || fail "fine-tune on $dev: $(tail -1 "$work/tuned-dev.log")"
+[ $cpu_rc = 0 ] || fail "fine-tune on the CPU: $(tail -1 "$work/tuned-cpu.log")"
+if [ $dev_rc = 0 ]; then
   fb=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1])).get("kernel_fallbacks", [])))' "$work/tuned-dev/catbert.json")
   [ "$fb" = 0 ] && pass "kernel self-check in the fine-tune: no fallback" \
     || fail "kernel self-check: $("$py" -c 'import json,sys; print("; ".join(json.load(open(sys.argv[1]))["kernel_fallbacks"]))' "$work/tuned-dev/catbert.json")"
+fi
+if [ $dev_rc = 0 ] && [ $cpu_rc = 0 ]; then
   for key in f1_weighted f1_min accuracy; do
     a=$(metric "$work/tuned-dev" $key) b=$(metric "$work/tuned-cpu" $key)
     if "$py" -c 'import sys; a,b=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b)<=0.03 else 1)' "$a" "$b"; then
@@ -89,13 +94,14 @@ if tune "$dev" "$work/tuned-dev"; then
     fi
   done
   say "  fine-tune seconds: $dev $((t1 - t0)), cpu $((t2 - t1))"
-else
-  fail "fine-tune on $dev: $(tail -1 "$work/tuned-dev.log")"
 fi
 
 # 3. Inference parity with the CPU build, on the GPU checkpoint when there is one.
 ck=$work/tuned-dev
 [ -f "$ck/catbert.json" ] || ck=$work/tuned-cpu
+if [ ! -f "$ck/catbert.json" ]; then
+  fail "inference parity: no fine-tuned checkpoint to run (both fine-tunes failed)"
+else
 predict() { # $1 = device, $2 = precision, $3 = out
   "$bin" infer --model "$ck" --file "$queries" --text-col product_description --out "$3" \
     --device "$1" --precision "$2" --batch-size 64 2>"$3.log"
@@ -127,6 +133,7 @@ if predict cpu fp32 "$work/cpu.csv"; then
     || pass "kernel self-check in inference: no fallback"
 else
   fail "inference on the CPU: $(tail -1 "$work/cpu.csv.log")"
+fi
 fi
 
 # 4. A deliberate out-of-memory: BERT-base shape, texts of ~500 tokens, 4,096 per batch.

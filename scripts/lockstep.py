@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_common import fail, import_torch, need_model_dir  # noqa: E402
+from torch_finetune import labelled  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,12 +62,9 @@ def prepare(args, work, torch):
     """The shared start: the base model, dropout off, a seeded head; the rows; labels sorted."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    with open(args.train, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        for col in (args.text_col, args.label_col):
-            if col not in (reader.fieldnames or []):
-                fail(f"{args.train}: no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
-        rows = [(r[args.text_col], r[args.label_col]) for r in reader]
+    # The reference's reading: labels stripped, unlabelled rows skipped (as catbert does).
+    texts, row_labels, _ = labelled(args.train, args.text_col, args.label_col)
+    rows = list(zip(texts, row_labels))
     if args.rows:
         rows = rows[: args.rows]
     labels = sorted({label for _, label in rows})  # catbert's label order
@@ -148,7 +146,9 @@ def replay(args, torch, np, base, head, steps):
         lr = opt.param_groups[0]["lr"]
         loss = loss_fn(model(input_ids=input_ids, attention_mask=mask).logits, labels)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), head["max_grad_norm"])
+        # The norm before clipping; max_grad_norm 0 means no clipping (the reference skips it).
+        limit = head["max_grad_norm"] if head["max_grad_norm"] > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)

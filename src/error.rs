@@ -286,7 +286,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Whether a candle error is the device running out of memory (CUDA's
 /// `CUDA_ERROR_OUT_OF_MEMORY`, or an allocation failure message).
-fn is_out_of_memory(e: &candle_core::Error) -> bool {
+pub(crate) fn is_out_of_memory(e: &candle_core::Error) -> bool {
     let text = format!("{e:?}");
     text.contains("OUT_OF_MEMORY") || text.contains("out of memory")
 }

@@ -192,14 +192,15 @@ pub fn softmax_top_k(logits: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> 
     let k = k.min(classes);
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
     if !selfcheck::kernel_ok(selfcheck::Kernel::SoftmaxTopK, logits.device()) {
-        // Candle's softmax on the device, the ranking on the host.
+        // Candle's softmax on the device; ranked on the host by logit, as the kernel ranks.
         let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        let values = logits.to_vec2::<f32>()?;
         let (mut ids, mut top) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
-        for row in probs {
+        for (row, p) in values.iter().zip(&probs) {
             let mut idx: Vec<usize> = (0..classes).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             ids.extend(idx[..k].iter().map(|&c| c as u32));
-            top.extend(idx[..k].iter().map(|&c| row[c]));
+            top.extend(idx[..k].iter().map(|&c| p[c]));
         }
         return Ok((ids, top));
     }
@@ -299,7 +300,7 @@ impl CustomOp2 for BiasGelu {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if x.device().is_cpu() {
+        if x.device().is_cpu() && !composed_ops_on() {
             let (dx, dbias) = cpu_fused::bias_gelu_grads(x, bias, grad_res)?;
             return Ok((Some(dx), Some(dbias)));
         }
@@ -389,10 +390,15 @@ pub fn use_composed_ops(on: bool) {
     COMPOSED.with(|c| c.set(on));
 }
 
+/// Whether [`use_composed_ops`] is on for this thread.
+pub fn composed_ops_on() -> bool {
+    COMPOSED.with(|c| c.get())
+}
+
 /// Whether the fused CPU training ops apply (f32 on the CPU, unless [`use_composed_ops`] is
 /// on; elsewhere candle's composed ops).
 fn fused_cpu(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32 && !COMPOSED.with(|c| c.get())
+    t.device().is_cpu() && t.dtype() == DType::F32 && !composed_ops_on()
 }
 
 /// x + bias over the last dimension, differentiable.

@@ -63,13 +63,24 @@ pub(crate) fn kernel_ok(kernel: Kernel, device: &Device) -> bool {
     if device.is_cpu() && injected().is_none() {
         return true;
     }
-    *VERDICTS[kernel as usize].get_or_init(|| verdict(kernel, device))
+    let cell = &VERDICTS[kernel as usize];
+    if let Some(&ok) = cell.get() {
+        return ok;
+    }
+    match verdict(kernel, device) {
+        Some(ok) => *cell.get_or_init(|| ok),
+        // Out of memory during the check says nothing about the kernel: the composed ops run
+        // this once and the check runs again next time.
+        None => false,
+    }
 }
 
-fn verdict(kernel: Kernel, device: &Device) -> bool {
+/// The check's verdict, or `None` when it could not run for want of device memory.
+fn verdict(kernel: Kernel, device: &Device) -> Option<bool> {
     let inject = injected().is_some_and(|n| n == kernel.name() || n == "all");
     let line = match off_by(kernel, device, inject) {
-        Ok(worst) if worst <= kernel.tolerance() => return true,
+        Ok(worst) if worst <= kernel.tolerance() => return Some(true),
+        Err(e) if crate::error::is_out_of_memory(&e) => return None,
         Ok(worst) => format!(
             "catbert's {} kernel is off by {worst:.2e} from its CPU twin on {} (tolerance {:.0e}): candle's composed ops are used instead",
             kernel.name(),
@@ -86,7 +97,7 @@ fn verdict(kernel: Kernel, device: &Device) -> bool {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(line);
-    false
+    Some(false)
 }
 
 fn describe(device: &Device) -> &'static str {

@@ -232,7 +232,13 @@ impl CpuEngine {
     /// Logits (rows × classes, row-major) of a batch without empty rows; `parallel` lets the
     /// products use rayon's threads.
     pub(super) fn logits(&self, batch: &TokenBatch, parallel: bool) -> Result<Vec<f32>> {
-        let mut logits = SCRATCH.with(|s| self.run(&mut s.borrow_mut(), batch, parallel))?;
+        // The scratch is taken out while the batch runs: a thread that waits inside a parallel
+        // product may steal another batch's forward pass, which then starts from empty buffers
+        // instead of finding these borrowed.
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let logits = self.run(&mut scratch, batch, parallel);
+        SCRATCH.with(|s| s.replace(scratch));
+        let mut logits = logits?;
         if let Some(r) = &self.recheck {
             let classes = self.classifier.out_dim();
             let close = close_calls(&logits, classes, r.margin);

@@ -240,8 +240,14 @@ pub(crate) fn run_loop(
             let grad_norm = opt
                 .step(&grads, lr, hyper.max_grad_norm)
                 .ctx("AdamW step")?;
+            // A log that cannot be written is dropped: it never costs the run.
             if let Some(log) = step_log.as_mut() {
-                log.step(epoch, opt.steps(), rows, loss_value, grad_norm, lr)?;
+                if log
+                    .step(epoch, opt.steps(), rows, loss_value, grad_norm, lr)
+                    .is_err()
+                {
+                    step_log = None;
+                }
             }
             phases.optimizer += t_optimizer.elapsed().as_secs_f64();
             loss_sum += loss_value * rows.len() as f64;

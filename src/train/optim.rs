@@ -95,8 +95,8 @@ impl AdamW {
         self.step
     }
 
-    /// Clip the gradients to a global L2 norm of `max_norm` (0 = no clipping, as
-    /// `torch.nn.utils.clip_grad_norm_`) and apply one update with learning rate `lr` (the
+    /// Clip the gradients to a global L2 norm of `max_norm` (as `torch.nn.utils.clip_grad_norm_`;
+    /// 0 = no clipping, as the reference skips that call) and apply one update with learning rate `lr` (the
     /// schedule's value for this step). The clip factor is folded into the update rather than
     /// written back into the gradients. Returns the norm before clipping. Parameters without a
     /// gradient (none, in a correct model) are left alone.
@@ -132,7 +132,10 @@ impl AdamW {
                 },
                 ..update
             };
-            if slot.var.device().is_cpu() && slot.var.dtype() == DType::F32 {
+            if slot.var.device().is_cpu()
+                && slot.var.dtype() == DType::F32
+                && !crate::kernels::composed_ops_on()
+            {
                 let g = g.to_dtype(DType::F32)?.contiguous()?;
                 slot.moments.inplace_op2(&g, &MomentsUpdate(update))?;
                 slot.var
