@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::server::Server;
 use common::*;
 
 fn finetune(
@@ -115,4 +116,25 @@ fn a_kernel_that_fails_its_check_is_replaced_reported_and_recorded() {
     );
     assert_eq!(strings(&meta["kernel_fallbacks"]).len(), 1, "{err}");
     assert!(err.contains("bias_gelu kernel is off by"), "{err}");
+}
+
+#[test]
+fn serve_says_so_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _) = finetune(dir.path(), "model", &[]);
+    let model = dir.path().join("model");
+    let mut server = Server::start(
+        &["--model", s(&model)],
+        &[("CATBERT_KERNEL_CHECK", "inject:softmax_top_k")],
+    );
+    // The notice comes from the first prediction, made before the listening line: the reader
+    // kept it before it saw that line, which is what `start` waited for.
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("softmax_top_k kernel is off by")),
+        "{log:?}"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

@@ -130,11 +130,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args, &ui),
         Command::Pipeline(args) => pipeline::run(args, &ui),
     };
-    // Once per process, whatever the command: kernels that failed their self-check.
-    for line in crate::kernels::selfcheck::fallbacks() {
-        ui.notice(&line);
-    }
+    report_kernel_fallbacks(&ui);
     result
+}
+
+/// Say which of our GPU kernels failed their self-check, each once per process (a command
+/// may call this early, as `serve` does after its first prediction; `run` calls it at the end).
+pub(crate) fn report_kernel_fallbacks(ui: &progress::Ui) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SAID: AtomicUsize = AtomicUsize::new(0);
+    let lines = crate::kernels::selfcheck::fallbacks();
+    let from = SAID.swap(lines.len(), Ordering::Relaxed);
+    for line in lines.iter().skip(from) {
+        ui.notice(line);
+    }
 }
 
 /// The flag of a config key: `batch_size` → `--batch-size`.

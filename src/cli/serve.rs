@@ -188,6 +188,11 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     for notice in p.notices() {
         ui.notice(notice);
     }
+    // One prediction before listening: on a GPU it runs our kernels' first-use self-check now,
+    // so a fallback is said at start rather than at shutdown.
+    p.predict(&["catbert"], 1)
+        .map_err(|e| anyhow::anyhow!(e).context("a first prediction before serving"))?;
+    super::report_kernel_fallbacks(ui);
     drop(model);
     server::run(service, options, stop_rx, |addr| {
         // Always printed (scripts read the port from it), even with --quiet.
