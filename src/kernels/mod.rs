@@ -190,19 +190,10 @@ impl CustomOp1 for SoftmaxTopK {
 pub fn softmax_top_k(logits: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     let (rows, classes) = logits.dims2()?;
     let k = k.min(classes);
-    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let mut logits = logits.to_dtype(DType::F32)?.contiguous()?;
     if !selfcheck::kernel_ok(selfcheck::Kernel::SoftmaxTopK, logits.device()) {
-        // Candle's softmax on the device; ranked on the host by logit, as the kernel ranks.
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-        let values = logits.to_vec2::<f32>()?;
-        let (mut ids, mut top) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
-        for (row, p) in values.iter().zip(&probs) {
-            let mut idx: Vec<usize> = (0..classes).collect();
-            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            ids.extend(idx[..k].iter().map(|&c| c as u32));
-            top.extend(idx[..k].iter().map(|&c| p[c]));
-        }
-        return Ok((ids, top));
+        // The kernel's CPU twin, on the logits brought to the host.
+        logits = logits.to_device(&candle_core::Device::Cpu)?;
     }
     let out = logits
         .apply_op1_no_bwd(&SoftmaxTopK { k })?

@@ -1,7 +1,8 @@
 //! First-use self-check of catbert's own GPU kernels. The first time a process would run one
 //! of them on a device other than the CPU, it runs the kernel on a small seeded input beside
 //! its CPU twin (the same op's CPU code); beyond the tolerance (or on an error) the kernel is
-//! not used for the rest of the process — its caller takes candle's composed ops — and the
+//! not used for the rest of the process — its caller takes candle's composed ops (for softmax +
+//! top-k: the CPU twin, on the host) — and the
 //! mismatch is kept as one line for the front end to show and for `catbert.json`
 //! ([`fallbacks`]). On the CPU nothing is checked: the CPU code is the twin.
 //!
@@ -41,6 +42,14 @@ impl Kernel {
         }
     }
 
+    /// What runs instead once the kernel has failed its check.
+    fn replacement(self) -> &'static str {
+        match self {
+            Kernel::SoftmaxTopK => "its CPU twin runs on the host instead",
+            _ => "candle's composed ops are used instead",
+        }
+    }
+
     /// Largest absolute difference from the CPU twin that passes (f32 kernels on values of
     /// order 1: far above rounding, far below a wrong result).
     fn tolerance(self) -> f32 {
@@ -51,11 +60,16 @@ impl Kernel {
 static VERDICTS: [OnceLock<bool>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 static FALLBACKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// The kernel the test hook injects a mismatch into, if any.
-fn injected() -> Option<String> {
-    std::env::var("CATBERT_KERNEL_CHECK")
-        .ok()
-        .and_then(|v| v.strip_prefix("inject:").map(str::to_string))
+/// The kernel the test hook injects a mismatch into, if any (read once: `kernel_ok` sits on
+/// the hot path of every forward pass).
+fn injected() -> Option<&'static str> {
+    static HOOK: OnceLock<Option<String>> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        std::env::var("CATBERT_KERNEL_CHECK")
+            .ok()
+            .and_then(|v| v.strip_prefix("inject:").map(str::to_string))
+    })
+    .as_deref()
 }
 
 /// Whether `kernel` may run on `device`; the first call on a non-CPU device checks it.
@@ -82,15 +96,17 @@ fn verdict(kernel: Kernel, device: &Device) -> Option<bool> {
         Ok(worst) if worst <= kernel.tolerance() => return Some(true),
         Err(e) if crate::error::is_out_of_memory(&e) => return None,
         Ok(worst) => format!(
-            "catbert's {} kernel is off by {worst:.2e} from its CPU twin on {} (tolerance {:.0e}): candle's composed ops are used instead",
+            "catbert's {} kernel is off by {worst:.2e} from its CPU twin on {} (tolerance {:.0e}): {}",
             kernel.name(),
             describe(device),
-            kernel.tolerance()
+            kernel.tolerance(),
+            kernel.replacement()
         ),
         Err(e) => format!(
-            "catbert's {} kernel failed its self-check on {} ({e}): candle's composed ops are used instead",
+            "catbert's {} kernel failed its self-check on {} ({e}): {}",
             kernel.name(),
-            describe(device)
+            describe(device),
+            kernel.replacement()
         ),
     };
     FALLBACKS

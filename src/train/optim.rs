@@ -95,11 +95,12 @@ impl AdamW {
         self.step
     }
 
-    /// Clip the gradients to a global L2 norm of `max_norm` (as `torch.nn.utils.clip_grad_norm_`;
-    /// 0 = no clipping, as the reference skips that call) and apply one update with learning rate `lr` (the
-    /// schedule's value for this step). The clip factor is folded into the update rather than
-    /// written back into the gradients. Returns the norm before clipping. Parameters without a
-    /// gradient (none, in a correct model) are left alone.
+    /// Clip the gradients to a global L2 norm of `max_norm` (as
+    /// `torch.nn.utils.clip_grad_norm_`; 0 = no clipping, as the reference skips that call) and
+    /// apply one update with learning rate `lr` (the schedule's value for this step). The clip
+    /// factor is folded into the update rather than written back into the gradients. Returns
+    /// the norm before clipping. Parameters without a gradient (none, in a correct model) are
+    /// left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64, max_norm: f64) -> Result<f64> {
         let norm = grad_norm(grads, self.slots.iter().map(|s| &s.var))?;
         let scale = if max_norm > 0.0 {
