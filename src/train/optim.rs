@@ -3,7 +3,9 @@
 //! gradient-norm clipping. Its moments are ours to save, so an interrupted run resumes exactly.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::model::NamedParam;
@@ -138,10 +140,13 @@ impl AdamW {
                 && !crate::kernels::composed_ops_on()
             {
                 let g = g.to_dtype(DType::F32)?.contiguous()?;
-                slot.moments.inplace_op2(&g, &MomentsUpdate(update))?;
-                slot.var
-                    .as_tensor()
-                    .inplace_op2(&slot.moments, &ParamUpdate(update))?;
+                slot.var.as_tensor().inplace_op2(
+                    &g,
+                    &FusedUpdate {
+                        u: update,
+                        moments: &slot.moments,
+                    },
+                )?;
             } else {
                 slot.moments = update.composed(&slot.var, &slot.moments, g)?;
             }
@@ -237,76 +242,99 @@ fn f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
 /// Chunk size for the parallel in-place updates (large enough to amortise task overhead).
 const CHUNK: usize = 1 << 15;
 
-/// m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², with g scaled by the clip factor; in place on
-/// the (2, n) moments, one pass, in parallel.
-struct MomentsUpdate(Update);
+/// One AdamW pass over a parameter, in place and in parallel: with g scaled by the clip
+/// factor, m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², then the parameter from the new
+/// moments — each element read and written once (the parameter's storage is held by this op,
+/// the (2, n) moments' by the inner one).
+struct FusedUpdate<'a> {
+    u: Update,
+    moments: &'a Tensor,
+}
 
-impl InplaceOp2 for MomentsUpdate {
+impl InplaceOp2 for FusedUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let param = f32_mut(s1, l1)?;
+        let grad = crate::kernels::f32_slice(s2, l2, "gradient")?;
+        self.moments.inplace_op1(&MomentsAndParam {
+            u: self.u,
+            param: Mutex::new(Some(param)),
+            grad,
+        })
+    }
+}
+
+/// The inner half of [`FusedUpdate`]: holds the moments, updates both.
+struct MomentsAndParam<'a> {
+    u: Update,
+    param: Mutex<Option<&'a mut [f32]>>,
+    grad: &'a [f32],
+}
+
+impl InplaceOp1 for MomentsAndParam<'_> {
     fn name(&self) -> &'static str {
         "adamw-moments"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let u = self.0;
-        let g = crate::kernels::f32_slice(s2, l2, "gradient")?;
-        let mv = f32_mut(s1, l1)?;
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let u = self.u;
+        let Some(p) = self
+            .param
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("AdamW: poisoned".into()))?
+            .take()
+        else {
+            candle_core::bail!("AdamW: the parameter was already updated")
+        };
+        let (g, mv) = (self.grad, f32_mut(s, l)?);
         let (m, v) = mv.split_at_mut(g.len());
-        m.par_chunks_mut(CHUNK)
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .zip(g.par_chunks(CHUNK))
-            .for_each(|((m, v), g)| {
-                for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
+            .for_each(|(((p, m), v), g)| {
+                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                     let g = g * u.grad_scale;
                     *m = u.beta1 * *m + (1.0 - u.beta1) * g;
                     *v = u.beta2 * *v + (1.0 - u.beta2) * g * g;
+                    *p = u.param(*p, *m, *v);
                 }
             });
         Ok(())
     }
 }
 
-/// The parameter update from the moments, in place, one pass, in parallel.
-struct ParamUpdate(Update);
-
-impl InplaceOp2 for ParamUpdate {
-    fn name(&self) -> &'static str {
-        "adamw-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let u = self.0;
-        let p = f32_mut(s1, l1)?;
-        let mv = crate::kernels::f32_slice(s2, l2, "moments")?;
-        let (m, v) = mv.split_at(p.len());
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks(CHUNK))
-            .zip(v.par_chunks(CHUNK))
-            .for_each(|((p, m), v)| {
-                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                    *p = u.param(*p, m, v);
-                }
-            });
-        Ok(())
-    }
-}
-
-/// Global L2 norm of the gradients of `vars`.
+/// Global L2 norm of the gradients of `vars`. On the CPU, f32 gradients are summed in f64
+/// partial sums per chunk, added in order (no squared copy of each gradient; the same value
+/// whatever the thread count).
 pub fn grad_norm<'a>(grads: &GradStore, vars: impl Iterator<Item = &'a Var>) -> Result<f64> {
+    let mut total = 0f64;
     let mut sq = Vec::new();
     for var in vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
+        let Some(g) = grads.get(var.as_tensor()) else {
+            continue;
+        };
+        if g.device().is_cpu() && g.dtype() == DType::F32 && g.is_contiguous() {
+            let (storage, layout) = g.storage_and_layout();
+            let candle_core::Storage::Cpu(storage) = &*storage else {
+                unreachable!("a CPU tensor")
+            };
+            let values = crate::kernels::f32_slice(storage, layout, "gradient")?;
+            let parts: Vec<f64> = values
+                .par_chunks(CHUNK)
+                .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                .collect();
+            total += parts.iter().sum::<f64>();
+        } else {
             sq.push(
                 g.to_dtype(DType::F32)?
                     .sqr()?
@@ -315,10 +343,10 @@ pub fn grad_norm<'a>(grads: &GradStore, vars: impl Iterator<Item = &'a Var>) -> 
             );
         }
     }
-    if sq.is_empty() {
-        return Ok(0.0);
+    if !sq.is_empty() {
+        total += Tensor::stack(&sq, 0)?.sum_all()?.to_scalar::<f64>()?;
     }
-    Ok(Tensor::stack(&sq, 0)?.sum_all()?.to_scalar::<f64>()?.sqrt())
+    Ok(total.sqrt())
 }
 
 /// Linear warm-up from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`
