@@ -173,6 +173,8 @@ pub(super) struct Embeddings {
     pub(super) token_type: Tensor,
     pub(super) norm: LayerNorm,
     dropout: f64,
+    /// The word table's gradient kept across training steps, when turned on.
+    grad: super::word_grad::WordGrad,
 }
 
 impl Embeddings {
@@ -202,6 +204,7 @@ impl Embeddings {
                 c.layer_norm_eps,
             )?,
             dropout: c.hidden_dropout_prob,
+            grad: Default::default(),
         })
     }
 
@@ -212,7 +215,9 @@ impl Embeddings {
         let hidden = self.word.dim(1)?;
         let mut shape = ids.dims().to_vec();
         shape.push(hidden);
-        let words = self.word.index_select(&ids.flatten_all()?, 0)?;
+        let words = self
+            .grad
+            .lookup(&self.word, &ids.flatten_all()?, mode.is_train())?;
         let places = self.position.index_select(&positions.flatten_all()?, 0)?;
         let compute = self.norm.compute;
         let x = (cast(&words, compute)? + cast(&places, compute)?)?
@@ -403,6 +408,19 @@ impl BertClassifier {
         }
         self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize, recheck)?);
         Ok(None)
+    }
+
+    /// Keep the word-embedding gradient in one buffer across training steps instead of a
+    /// fresh dense tensor per step (CPU, f32 only; same values): the training loop then calls
+    /// [`Self::finish_gradients`] after every backward pass. Returns whether it is on.
+    pub fn keep_word_gradient(&self, on: bool) -> bool {
+        self.embeddings.grad.set(&self.embeddings.word, on)
+    }
+
+    /// Complete `grads` after a training step's backward pass (the kept word-embedding
+    /// gradient, see [`Self::keep_word_gradient`]); `grads` must not outlive the step.
+    pub fn finish_gradients(&self, grads: &mut candle_core::backprop::GradStore) -> Result<()> {
+        self.embeddings.grad.finish(&self.embeddings.word, grads)
     }
 
     /// Rows the int8 engine has computed again in f32 (see [`Self::prepare_cpu_inference`]).

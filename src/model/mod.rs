@@ -4,6 +4,7 @@ pub mod batched;
 mod bert;
 mod cpu_engine;
 pub mod params;
+mod word_grad;
 
 pub use bert::{BertClassifier, Mode};
 pub use cpu_engine::{Quantize, INT8_RECHECK};

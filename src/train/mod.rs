@@ -120,6 +120,8 @@ pub(crate) fn run_loop(
         ..AdamWConfig::default()
     };
     let mut opt = AdamW::new(&params.vars, adam).ctx("setting up AdamW")?;
+    // The word table's gradient in one buffer kept across steps (CPU), not 47 MB afresh.
+    model.keep_word_gradient(true);
     let mut state = match resume {
         Some((state, moments)) => {
             if state.fingerprint != fingerprint {
@@ -234,7 +236,9 @@ pub(crate) fn run_loop(
             }
             let t_backward = Instant::now();
             phases.forward += (t_backward - t_forward).as_secs_f64();
-            let grads = with_batch_size(loss.backward().ctx("backward pass"), hyper.batch_size)?;
+            let mut grads =
+                with_batch_size(loss.backward().ctx("backward pass"), hyper.batch_size)?;
+            model.finish_gradients(&mut grads).ctx("backward pass")?;
             let t_optimizer = Instant::now();
             phases.backward += (t_optimizer - t_backward).as_secs_f64();
             let grad_norm = opt
