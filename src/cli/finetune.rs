@@ -150,12 +150,15 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Resu
     })
 }
 
-fn load_settings(args: &FinetuneArgs) -> anyhow::Result<Settings> {
-    let file = match &args.config {
+/// Flags over the TOML file `config` (when given).
+pub(super) fn load_settings(
+    f: &Settings,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Settings> {
+    let file = match config {
         None => Settings::default(),
         Some(path) => read_toml(path)?,
     };
-    let f = &args.settings;
     Ok(merge!(
         f,
         file,
@@ -264,7 +267,7 @@ fn profile_and_report(
 }
 
 /// The library config: the settings given, defaults for the rest.
-fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
+pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
     let d = FinetuneConfig::default();
     let h = d.hyper.clone();
     FinetuneConfig {
@@ -295,7 +298,7 @@ fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
 }
 
 pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
-    let s = load_settings(&args)?;
+    let s = load_settings(&args.settings, args.config.as_deref())?;
     let train_path = (s.train.clone())
         .ok_or_else(|| Error::Usage("--train is required (or `train = ...` in --config)".into()))?;
     let job = Finetune::new(to_config(&s, &args.run, args.keep_state))?;
@@ -383,6 +386,10 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    fn settings_of(args: &FinetuneArgs) -> anyhow::Result<Settings> {
+        load_settings(&args.settings, args.config.as_deref())
+    }
+
     fn parse(args: &[&str]) -> FinetuneArgs {
         #[derive(Parser)]
         struct Wrap {
@@ -400,7 +407,8 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let args = parse(&["--config", path.to_str().unwrap()]);
-            let s = load_settings(&args).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let s = load_settings(&args.settings, args.config.as_deref())
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             assert!(s.train.is_some() && s.model.is_some(), "{}", path.display());
             to_config(&s, &args.run, false).validate().unwrap();
         }
@@ -411,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, "train = \"a.csv\"\nepochs = 5\nlr = 1e-4\nmetric = \"accuracy\"\nclass_weights = \"none\"\n").unwrap();
-        let s = load_settings(&parse(&[
+        let s = settings_of(&parse(&[
             "--config",
             cfg.to_str().unwrap(),
             "--epochs",
@@ -425,7 +433,7 @@ mod tests {
         assert_eq!(s.train.as_deref(), Some(Path::new("a.csv")));
 
         std::fs::write(&cfg, "trian = \"a.csv\"\n").unwrap();
-        let err = load_settings(&parse(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+        let err = settings_of(&parse(&["--config", cfg.to_str().unwrap()])).unwrap_err();
         assert!(
             format!("{err:#}").starts_with(&format!(
                 "{}: line 1, column 1: unknown field `trian`",

@@ -8,6 +8,7 @@ mod finetune_view;
 mod infer;
 mod infer_stream;
 pub mod launch;
+mod lr_find;
 mod monitor;
 mod pipeline;
 mod progress;
@@ -52,6 +53,10 @@ pub enum Command {
     Finetune(Box<finetune::FinetuneArgs>),
     /// Predict the top-k categories (with probabilities) of every row of a file.
     Infer(infer::InferArgs),
+    /// Suggest a peak --lr: a short run from the base model with the rate growing exponentially
+    /// (the learning-rate range test), with finetune's settings; nothing is saved.
+    #[command(name = "lr-find")]
+    LrFind(Box<lr_find::LrFindArgs>),
     /// Registered models: list, show, promote, rollback, delete.
     Registry(registry::RegistryArgs),
     /// The feedback store: add verified rows from a file, show what a store holds.
@@ -97,6 +102,7 @@ impl Command {
         match self {
             Command::Finetune(a) => Some(&a.run),
             Command::Infer(a) => Some(&a.run),
+            Command::LrFind(a) => Some(&a.run),
             Command::Serve(a) => Some(&a.run),
             Command::Pipeline(a) => Some(&a.run),
             Command::Registry(_)
@@ -123,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Finetune(args) => crate::runtime::on_math_thread(|| finetune::run(*args, &ui)),
         Command::Infer(args) => infer::run(args, &ui),
+        Command::LrFind(args) => crate::runtime::on_math_thread(|| lr_find::run(*args, &ui)),
         Command::Registry(args) => registry::run(args, &ui),
         Command::Serve(args) => serve::run(*args, &ui),
         Command::Feedback(args) => feedback::run(args, &ui),

@@ -174,7 +174,7 @@ pub(super) struct Embeddings {
     pub(super) norm: LayerNorm,
     dropout: f64,
     /// The word table's gradient kept across training steps, when turned on.
-    grad: super::word_grad::WordGrad,
+    pub(super) grad: super::word_grad::WordGrad,
 }
 
 impl Embeddings {
@@ -408,19 +408,6 @@ impl BertClassifier {
         }
         self.engine = Some(super::cpu_engine::CpuEngine::new(self, quantize, recheck)?);
         Ok(None)
-    }
-
-    /// Keep the word-embedding gradient in one buffer across training steps instead of a
-    /// fresh dense tensor per step (CPU, f32 only; same values): the training loop then calls
-    /// [`Self::finish_gradients`] after every backward pass. Returns whether it is on.
-    pub fn keep_word_gradient(&self, on: bool) -> bool {
-        self.embeddings.grad.set(&self.embeddings.word, on)
-    }
-
-    /// Complete `grads` after a training step's backward pass (the kept word-embedding
-    /// gradient, see [`Self::keep_word_gradient`]); `grads` must not outlive the step.
-    pub fn finish_gradients(&self, grads: &mut candle_core::backprop::GradStore) -> Result<()> {
-        self.embeddings.grad.finish(&self.embeddings.word, grads)
     }
 
     /// Rows the int8 engine has computed again in f32 (see [`Self::prepare_cpu_inference`]).

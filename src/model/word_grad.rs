@@ -85,6 +85,21 @@ impl WordGrad {
     }
 }
 
+impl super::BertClassifier {
+    /// Keep the word-embedding gradient in one buffer across training steps instead of a
+    /// fresh dense tensor per step (CPU, f32 only; same values): the training loop then calls
+    /// [`Self::finish_gradients`] after every backward pass. Returns whether it is on.
+    pub fn keep_word_gradient(&self, on: bool) -> bool {
+        self.embeddings.grad.set(&self.embeddings.word, on)
+    }
+
+    /// Complete `grads` after a training step's backward pass (the kept word-embedding
+    /// gradient, see [`Self::keep_word_gradient`]); `grads` must not outlive the step.
+    pub fn finish_gradients(&self, grads: &mut candle_core::backprop::GradStore) -> Result<()> {
+        self.embeddings.grad.finish(&self.embeddings.word, grads)
+    }
+}
+
 /// Zero the rows `clear` of a (rows, width) table, then add row `i` of the source into row
 /// `ids[i]`, in order (as candle's `index_add` does onto zeros).
 struct AddRows<'a> {

@@ -63,8 +63,8 @@ pub struct PreparedSummary {
 pub struct Prepared {
     /// What was found.
     pub summary: PreparedSummary,
-    data: TrainData,
-    loaded: LoadedClassifier,
+    pub(super) data: TrainData,
+    pub(super) loaded: LoadedClassifier,
     writer: CheckpointWriter,
     meta: RunMeta,
     resume: Option<Resume>,

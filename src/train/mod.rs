@@ -7,6 +7,7 @@ pub mod callbacks;
 mod config;
 mod job;
 pub mod loss;
+mod lr_find;
 pub mod optim;
 mod output;
 mod steplog;
@@ -25,6 +26,7 @@ pub use callbacks::{
 };
 pub use config::{FinetuneConfig, DEFAULT_BASE_MODEL};
 pub use job::{default_out, pick_label_column, Finetune, Prepared, PreparedSummary};
+pub use lr_find::{suggest as suggest_lr, LrCurve, LrFindOptions, LrPoint};
 pub use output::OutputMode;
 
 use crate::checkpoint::CheckpointWriter;
