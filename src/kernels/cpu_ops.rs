@@ -34,6 +34,32 @@ multiversion! {
 }
 
 multiversion! {
+    /// `out = gelu(x + bias)` (GELU with erf) row by row, rows of `bias.len()` values: the
+    /// training forward of [`super::bias_gelu`].
+    pub fn bias_gelu(out: &mut [f32], x: &[f32], bias: &[f32]) {
+        let d = bias.len();
+        for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
+                *o = super::gelu_erf(x + b);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `out = dy · gelu′(x + bias)` row by row, rows of `bias.len()` values: the backward of
+    /// [`bias_gelu`].
+    pub fn bias_gelu_grad(out: &mut [f32], x: &[f32], dy: &[f32], bias: &[f32]) {
+        let d = bias.len();
+        for ((o, x), dy) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(dy.chunks_exact(d)) {
+            for (((o, &x), &g), &b) in o.iter_mut().zip(x).zip(dy).zip(bias) {
+                *o = g * super::gelu_erf_grad(x + b);
+            }
+        }
+    }
+}
+
+multiversion! {
     /// GELU's tanh approximation (transformers' `gelu_new`), in place.
     pub fn gelu_tanh(x: &mut [f32]) {
         const C: f32 = 0.797_884_6; // sqrt(2 / pi)
@@ -146,7 +172,7 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 /// the loops around it vectorise: x = n·ln 2 + r, eʳ by its Taylor polynomial on
 /// |r| ≤ ln 2 / 2, 2ⁿ put into the exponent bits.
 #[inline(always)]
-fn exp_le0(x: f32) -> f32 {
+pub(super) fn exp_le0(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

@@ -212,9 +212,12 @@ fn gelu_erf(h: f32) -> f32 {
     0.5 * h * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU′ (with erf); the exponential without a libm call, so the loops around it vectorise.
+#[inline(always)]
 fn gelu_erf_grad(h: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    0.5 * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2)) + h * INV_SQRT_2PI * (-0.5 * h * h).exp()
+    0.5 * (1.0 + erf(h * std::f32::consts::FRAC_1_SQRT_2))
+        + h * INV_SQRT_2PI * cpu_ops::exp_le0(-0.5 * h * h)
 }
 
 /// Rows per parallel task in the elementwise CPU kernels.
@@ -265,11 +268,7 @@ impl CustomOp2 for BiasGelu {
         // Blocks of rows in parallel (a task per row would drown in scheduling).
         out.par_chunks_mut(d * ROW_BLOCK)
             .zip(x.par_chunks(d * ROW_BLOCK))
-            .for_each(|(o, x)| {
-                for (i, (o, v)) in o.iter_mut().zip(x).enumerate() {
-                    *o = gelu_erf(v + bias[i % d]);
-                }
-            });
+            .for_each(|(o, x)| cpu_ops::bias_gelu(o, x, bias));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -329,11 +328,7 @@ impl CustomOp3 for BiasGeluBackward {
                 x.par_chunks(d * ROW_BLOCK)
                     .zip(dy.par_chunks(d * ROW_BLOCK)),
             )
-            .for_each(|(o, (x, dy))| {
-                for (i, ((o, v), g)) in o.iter_mut().zip(x).zip(dy).enumerate() {
-                    *o = g * gelu_erf_grad(v + bias[i % d]);
-                }
-            });
+            .for_each(|(o, (x, dy))| cpu_ops::bias_gelu_grad(o, x, dy, bias));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
