@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_ops::{dot, exp_le0};
 use super::{f32_slice, BiasGeluBackward};
 
 /// Rows per parallel task.
@@ -288,6 +289,7 @@ impl VarlenAttention {
 
     /// Softmax probabilities of query `i` over the `len` keys of one head, into `p`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn probs(
         q: &[f32],
         k: &[f32],
@@ -301,13 +303,12 @@ impl VarlenAttention {
         let qi = &q[i * hidden + col..][..d];
         let mut max = f32::NEG_INFINITY;
         for (j, pj) in p.iter_mut().enumerate() {
-            let kj = &k[j * hidden + col..][..d];
-            *pj = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+            *pj = dot(qi, &k[j * hidden + col..][..d]) * scale;
             max = max.max(*pj);
         }
         let mut sum = 0f32;
         for pj in p.iter_mut() {
-            *pj = (*pj - max).exp();
+            *pj = exp_le0(*pj - max);
             sum += *pj;
         }
         let inv = 1.0 / sum;
@@ -335,8 +336,7 @@ impl CustomOp3 for VarlenAttention {
             f32_slice(s2, l2, "k")?,
             f32_slice(s3, l3, "v")?,
         );
-        let (heads, d) = (self.heads, hidden / self.heads);
-        let scale = 1.0 / (d as f32).sqrt();
+        let heads = self.heads;
         let keep_at = self.keep_offsets();
         let mut out = vec![0f32; tokens * hidden];
         per_sequence(&mut out, &self.starts, hidden)
@@ -344,25 +344,9 @@ impl CustomOp3 for VarlenAttention {
             .enumerate()
             .for_each(|(s, ctx)| {
                 let (a, len) = (self.starts[s], self.starts[s + 1] - self.starts[s]);
+                let keep = self.keep.as_ref().map(|keep| &keep[keep_at[s]..]);
                 let (q, k, v) = (&q[a * hidden..], &k[a * hidden..], &v[a * hidden..]);
-                let mut p = vec![0f32; len];
-                for h in 0..heads {
-                    let col = h * d;
-                    for i in 0..len {
-                        Self::probs(q, k, hidden, col, d, i, scale, &mut p);
-                        if let Some(keep) = &self.keep {
-                            let m = &keep[keep_at[s] + (h * len + i) * len..][..len];
-                            p.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
-                        }
-                        let o = &mut ctx[i * hidden + col..][..d];
-                        for (j, w) in p.iter().enumerate() {
-                            let vj = &v[j * hidden + col..][..d];
-                            for (x, y) in o.iter_mut().zip(vj) {
-                                *x += w * y;
-                            }
-                        }
-                    }
-                }
+                attend(ctx, q, k, v, len, heads, keep);
             });
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
@@ -378,8 +362,7 @@ impl CustomOp3 for VarlenAttention {
         let (tokens, hidden) = q.dims2()?;
         let host = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
         let (q, k, v, dctx) = (host(q)?, host(k)?, host(v)?, host(grad)?);
-        let (heads, d) = (self.heads, hidden / self.heads);
-        let scale = 1.0 / (d as f32).sqrt();
+        let heads = self.heads;
         let keep_at = self.keep_offsets();
         let (mut dq, mut dk, mut dv) = (
             vec![0f32; tokens * hidden],
@@ -394,48 +377,9 @@ impl CustomOp3 for VarlenAttention {
             .enumerate()
             .for_each(|(s, (dq, (dk, dv)))| {
                 let (a, len) = (self.starts[s], self.starts[s + 1] - self.starts[s]);
-                let (q, k, v) = (&q[a * hidden..], &k[a * hidden..], &v[a * hidden..]);
-                let dctx = &dctx[a * hidden..];
-                let (mut p, mut dp) = (vec![0f32; len], vec![0f32; len]);
-                for h in 0..heads {
-                    let col = h * d;
-                    for i in 0..len {
-                        Self::probs(q, k, hidden, col, d, i, scale, &mut p);
-                        let m = self
-                            .keep
-                            .as_ref()
-                            .map(|keep| &keep[keep_at[s] + (h * len + i) * len..][..len]);
-                        let gi = &dctx[i * hidden + col..][..d];
-                        // dv_j += p̃_ij·dctx_i;  dp_ij = (dctx_i · v_j)·keep_ij.
-                        for j in 0..len {
-                            let mj = m.map_or(1.0, |m| m[j]);
-                            let w = p[j] * mj;
-                            let vj = &v[j * hidden + col..][..d];
-                            let dvj = &mut dv[j * hidden + col..][..d];
-                            let mut dot = 0f32;
-                            for ((o, g), y) in dvj.iter_mut().zip(gi).zip(vj) {
-                                *o += w * g;
-                                dot += g * y;
-                            }
-                            dp[j] = dot * mj;
-                        }
-                        // Softmax backward: ds_ij = p_ij·(dp_ij − Σ_j p_ij·dp_ij), scaled.
-                        let row_dot: f32 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                        let qi = &q[i * hidden + col..][..d];
-                        for j in 0..len {
-                            let ds = p[j] * (dp[j] - row_dot) * scale;
-                            let kj = &k[j * hidden + col..][..d];
-                            let dqi = &mut dq[i * hidden + col..][..d];
-                            for (o, y) in dqi.iter_mut().zip(kj) {
-                                *o += ds * y;
-                            }
-                            let dkj = &mut dk[j * hidden + col..][..d];
-                            for (o, y) in dkj.iter_mut().zip(qi) {
-                                *o += ds * y;
-                            }
-                        }
-                    }
-                }
+                let keep = self.keep.as_ref().map(|keep| &keep[keep_at[s]..]);
+                let inputs = (&q[a * hidden..], &k[a * hidden..], &v[a * hidden..]);
+                attend_grad(dq, dk, dv, inputs, &dctx[a * hidden..], len, heads, keep);
             });
         let shape = Shape::from((tokens, hidden));
         Ok((
@@ -443,5 +387,80 @@ impl CustomOp3 for VarlenAttention {
             Some(cpu_tensor(dk, &shape)?),
             Some(cpu_tensor(dv, &shape)?),
         ))
+    }
+}
+
+multiversion! {
+    /// One packed sequence's attention (`len` tokens, rows `hidden` wide, `heads` heads) into
+    /// `ctx`; `keep` holds its dropout factors (head, query, key order), if any.
+    fn attend(ctx: &mut [f32], q: &[f32], k: &[f32], v: &[f32], len: usize, heads: usize, keep: Option<&[f32]>) {
+        let hidden = ctx.len() / len.max(1);
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut p = vec![0f32; len];
+        for h in 0..heads {
+            let col = h * d;
+            for i in 0..len {
+                VarlenAttention::probs(q, k, hidden, col, d, i, scale, &mut p);
+                if let Some(keep) = keep {
+                    let m = &keep[(h * len + i) * len..][..len];
+                    p.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
+                }
+                let o = &mut ctx[i * hidden + col..][..d];
+                for (j, w) in p.iter().enumerate() {
+                    let vj = &v[j * hidden + col..][..d];
+                    for (x, y) in o.iter_mut().zip(vj) {
+                        *x += w * y;
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The backward of [`attend`] for one sequence: recomputes the probabilities, adds into
+    /// `dq`, `dk`, `dv` (rows of this sequence) from `dctx`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_grad(dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], inputs: (&[f32], &[f32], &[f32]), dctx: &[f32], len: usize, heads: usize, keep: Option<&[f32]>) {
+        let (q, k, v) = inputs;
+        let hidden = dq.len() / len.max(1);
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let (mut p, mut dp) = (vec![0f32; len], vec![0f32; len]);
+        for h in 0..heads {
+            let col = h * d;
+            for i in 0..len {
+                VarlenAttention::probs(q, k, hidden, col, d, i, scale, &mut p);
+                let m = keep.map(|keep| &keep[(h * len + i) * len..][..len]);
+                let gi = &dctx[i * hidden + col..][..d];
+                // dv_j += p̃_ij·dctx_i;  dp_ij = (dctx_i · v_j)·keep_ij.
+                for j in 0..len {
+                    let mj = m.map_or(1.0, |m| m[j]);
+                    let w = p[j] * mj;
+                    let vj = &v[j * hidden + col..][..d];
+                    let dvj = &mut dv[j * hidden + col..][..d];
+                    for (o, g) in dvj.iter_mut().zip(gi) {
+                        *o += w * g;
+                    }
+                    dp[j] = dot(gi, vj) * mj;
+                }
+                // Softmax backward: ds_ij = p_ij·(dp_ij − Σ_j p_ij·dp_ij), scaled.
+                let row_dot = dot(&p, &dp);
+                let qi = &q[i * hidden + col..][..d];
+                for j in 0..len {
+                    let ds = p[j] * (dp[j] - row_dot) * scale;
+                    let kj = &k[j * hidden + col..][..d];
+                    let dqi = &mut dq[i * hidden + col..][..d];
+                    for (o, y) in dqi.iter_mut().zip(kj) {
+                        *o += ds * y;
+                    }
+                    let dkj = &mut dk[j * hidden + col..][..d];
+                    for (o, y) in dkj.iter_mut().zip(qi) {
+                        *o += ds * y;
+                    }
+                }
+            }
+        }
     }
 }

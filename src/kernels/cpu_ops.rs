@@ -151,7 +151,7 @@ fn sum8(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// Σ x·y in eight partial sums, so the loop vectorises.
 #[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
+pub(super) fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
     let tail: f32 = xc
