@@ -10,7 +10,10 @@ norm (before clipping) of both are compared; they must agree within --tol relati
 PyTorch runs the reference's recipe (scripts/torch_finetune.py): AdamW (0.9, 0.999, 1e-8), weight
 decay except on biases and LayerNorm weights, linear warm-up/decay, clipping at max_grad_norm,
 cross-entropy weighted by the balanced class weights of the training rows. Where a setting of
-catbert's differs from that recipe (class weights, decay mask, schedule) it is printed.
+catbert's differs from that recipe (class weights, decay mask, schedule) it is printed. catbert's
+options beyond the recipe are replayed as PyTorch has them: --label-smoothing as
+CrossEntropyLoss(label_smoothing=), --layer-lr-decay as parameter groups with their own lr (the
+factors from the step log), --sampler balanced through the logged batches.
 
 Usage (oracle venv: "$(scripts/py-oracle.sh)" scripts/lockstep.py ...):
   lockstep.py --model models/all-MiniLM-L6-v2 --train datasets/products/Training_Data.csv \
@@ -118,10 +121,15 @@ def replay(args, torch, np, base, head, steps):
     named = list(model.named_parameters())
     exempt = ("bias", "LayerNorm.weight")
     decayed = [n for n, _ in named if not any(e in n for e in exempt)]
-    groups = [
-        {"params": [p for n, p in named if n in decayed], "weight_decay": head["weight_decay"]},
-        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
-    ]
+    # One group per (decay, lr factor): catbert's layer-wise learning-rate factors (all 1 in
+    # the reference's recipe) replayed as PyTorch parameter groups with their own lr.
+    scales = head.get("lr_scales") or {}
+    groups = {}
+    for n, p in named:
+        decay = head["weight_decay"] if n in decayed else 0.0
+        scale = scales.get(n, 1.0)
+        groups.setdefault((decay, scale), []).append(p)
+    groups = [{"params": ps, "weight_decay": d, "lr": args.lr * s} for (d, s), ps in groups.items()]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
     warmup, total = head["warmup_steps"], head["total_steps"]
 
@@ -131,7 +139,8 @@ def replay(args, torch, np, base, head, steps):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
+                                        label_smoothing=head.get("label_smoothing", 0.0))
     pad = model.config.pad_token_id or 0
     out = []
     for s in steps:
@@ -143,7 +152,7 @@ def replay(args, torch, np, base, head, steps):
             input_ids[r, : len(b)] = torch.tensor(b)
             mask[r, : len(b)] = 1
         labels = torch.tensor([y[i] for i in s["rows"]])
-        lr = opt.param_groups[0]["lr"]
+        lr = args.lr * factor(sched.last_epoch)
         loss = loss_fn(model(input_ids=input_ids, attention_mask=mask).logits, labels)
         loss.backward()
         # The norm before clipping; max_grad_norm 0 means no clipping (the reference skips it).

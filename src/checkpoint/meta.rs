@@ -38,6 +38,26 @@ pub struct Hyper {
     pub metric: Metric,
     /// Batches per length-sorted window when drawing batches (1 = plain random batches).
     pub bucket_window: usize,
+    /// How each epoch's training rows are drawn.
+    #[serde(skip_serializing_if = "Sampler::is_random")]
+    pub sampler: Sampler,
+    /// Label smoothing ε of the training loss (0 = off), as `torch.nn.CrossEntropyLoss`'s.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
+    /// Layer-wise learning-rate decay (1 = off): the head and pooler train at the learning
+    /// rate, each encoder layer below at this factor times the layer above it, the embeddings
+    /// last.
+    #[serde(skip_serializing_if = "is_one")]
+    pub layer_lr_decay: f64,
+}
+
+// Settings at their default are left out of the JSON, so runs saved before they existed keep
+// their fingerprint (and resume).
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl Default for Hyper {
@@ -53,7 +73,36 @@ impl Default for Hyper {
             eval_batch_size: 64,
             metric: Metric::F1Min,
             bucket_window: 1,
+            sampler: Sampler::Random,
+            label_smoothing: 0.0,
+            layer_lr_decay: 1.0,
         }
+    }
+}
+
+/// How each epoch's training rows are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    /// Every training row once per epoch, in random order (the reference).
+    #[default]
+    Random,
+    /// As many rows per epoch as there are training rows, drawn with replacement with every
+    /// class equally likely (`torch.utils.data.WeightedRandomSampler` with weights 1 / count of
+    /// the row's class): small classes are seen more often, large ones less.
+    Balanced,
+}
+
+impl Sampler {
+    /// The name in configs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::Random => "random",
+            Sampler::Balanced => "balanced",
+        }
+    }
+    fn is_random(&self) -> bool {
+        *self == Sampler::Random
     }
 }
 

@@ -13,7 +13,7 @@ use super::RunArgs;
 use crate::data::Table;
 use crate::error::Error;
 use crate::metrics::Metric;
-use crate::train::{default_out, ClassWeights, Finetune, FinetuneConfig, OutputMode};
+use crate::train::{default_out, ClassWeights, Finetune, FinetuneConfig, OutputMode, Sampler};
 
 /// Every setting a TOML config (`--config`) may hold; flags override it.
 #[derive(Debug, Default, Clone, Deserialize, Args)]
@@ -63,9 +63,21 @@ pub struct Settings {
     /// by the model's positions].
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// balanced (n / (classes · count)) or none [default: balanced].
+    /// balanced (n / (classes · count)) or none [default: balanced; none with --sampler
+    /// balanced].
     #[arg(long)]
     pub class_weights: Option<ClassWeights>,
+    /// How each epoch's rows are drawn: random (every row once) or balanced (as many rows,
+    /// drawn with replacement, every class equally likely) [default: random].
+    #[arg(long)]
+    pub sampler: Option<Sampler>,
+    /// Label smoothing of the training loss, in [0, 1) [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub label_smoothing: Option<f64>,
+    /// Layer-wise learning-rate decay in (0, 1]: each encoder layer trains at this factor times
+    /// the rate of the layer above it, the head at --lr [default: 1, off].
+    #[arg(long, allow_negative_numbers = true)]
+    pub layer_lr_decay: Option<f64>,
     /// Stratified fraction of the training rows held out to pick the best epoch [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     pub val_split: Option<f64>,
@@ -177,6 +189,9 @@ pub(super) fn load_settings(
         max_grad_norm,
         max_len,
         class_weights,
+        sampler,
+        label_smoothing,
+        layer_lr_decay,
         val_split,
         seed,
         out,
@@ -270,6 +285,7 @@ fn profile_and_report(
 pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> FinetuneConfig {
     let d = FinetuneConfig::default();
     let h = d.hyper.clone();
+    let sampler = s.sampler.unwrap_or(h.sampler);
     FinetuneConfig {
         model: s.model.clone().unwrap_or(d.model),
         text_col: s.text_col.clone().unwrap_or(d.text_col),
@@ -277,7 +293,10 @@ pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> Finetu
         eval_label_col: s.eval_label_col.clone(),
         max_len: s.max_len,
         val_split: s.val_split.unwrap_or(d.val_split),
-        class_weights: s.class_weights.unwrap_or(d.class_weights),
+        class_weights: s.class_weights.unwrap_or(match sampler {
+            Sampler::Balanced => ClassWeights::None,
+            Sampler::Random => d.class_weights,
+        }),
         patience: s.patience,
         keep_state,
         hyper: crate::train::Hyper {
@@ -291,6 +310,9 @@ pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> Finetu
             eval_batch_size: s.eval_batch_size.unwrap_or(h.eval_batch_size),
             metric: s.metric.unwrap_or(h.metric),
             bucket_window: s.bucket_window.unwrap_or(h.bucket_window),
+            sampler,
+            label_smoothing: s.label_smoothing.unwrap_or(h.label_smoothing),
+            layer_lr_decay: s.layer_lr_decay.unwrap_or(h.layer_lr_decay),
         },
         device: run.device,
         precision: run.precision,
@@ -440,6 +462,31 @@ mod tests {
                 cfg.display()
             )),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_balanced_sampler_turns_class_weights_off_unless_asked() {
+        let config = |flags: &[&str]| {
+            let args = parse(flags);
+            to_config(&settings_of(&args).unwrap(), &args.run, false)
+        };
+        let c = config(&["--train", "a.csv", "--sampler", "balanced"]);
+        assert_eq!(c.hyper.sampler, Sampler::Balanced);
+        assert_eq!(c.class_weights, ClassWeights::None);
+        let c = config(&[
+            "--train",
+            "a.csv",
+            "--sampler",
+            "balanced",
+            "--class-weights",
+            "balanced",
+        ]);
+        assert_eq!(c.class_weights, ClassWeights::Balanced);
+        let c = config(&["--train", "a.csv", "--label-smoothing", "0.1"]);
+        assert_eq!(
+            (c.hyper.sampler, c.class_weights, c.hyper.label_smoothing),
+            (Sampler::Random, ClassWeights::Balanced, 0.1)
         );
     }
 }

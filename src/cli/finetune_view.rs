@@ -68,6 +68,22 @@ pub fn print_prepared(
         h.metric,
         out.display()
     ));
+    let mut beyond = Vec::new();
+    if h.sampler != crate::train::Sampler::Random {
+        beyond.push(format!("sampler {}", h.sampler.name()));
+    }
+    if h.label_smoothing > 0.0 {
+        beyond.push(format!("label smoothing {}", h.label_smoothing));
+    }
+    if h.layer_lr_decay < 1.0 {
+        beyond.push(format!("layer-wise lr decay {}", h.layer_lr_decay));
+    }
+    if !beyond.is_empty() {
+        ui.info(&format!(
+            "beyond the reference recipe: {}",
+            beyond.join(", ")
+        ));
+    }
 }
 
 /// The closing lines; the last one always starts with `best epoch`.

@@ -295,6 +295,16 @@ pub fn run_params(meta: &RunMeta) -> Vec<(String, String)> {
         }
     }
     let a = &meta.args;
+    // Left out of the JSON at their defaults; always logged, so runs compare in MLflow.
+    let h = &a.hyper;
+    for (key, value) in [
+        ("sampler", h.sampler.name().to_string()),
+        ("label_smoothing", h.label_smoothing.to_string()),
+        ("layer_lr_decay", h.layer_lr_decay.to_string()),
+    ] {
+        params.retain(|(k, _)| k != key);
+        params.push((key.into(), value));
+    }
     params.push(("max_len".into(), a.max_len.to_string()));
     params.push(("val_split".into(), a.val_split.to_string()));
     params.push((

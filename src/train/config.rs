@@ -26,7 +26,8 @@ pub struct FinetuneConfig {
     /// Stratified share of the training rows held out to pick the best epoch (0: none; then
     /// the evaluation rows pick it).
     pub val_split: f64,
-    /// How classes are weighted in the loss.
+    /// How classes are weighted in the loss. With `hyper.sampler` balanced the batches are
+    /// balanced already, and `None` is the usual choice (the CLI's default then).
     pub class_weights: ClassWeights,
     /// Stop when the selection metric has not improved for this many epochs.
     pub patience: Option<usize>,
@@ -90,6 +91,12 @@ impl FinetuneConfig {
         if !(0.0..=1.0).contains(&h.warmup_ratio) {
             return out_of_range("warmup_ratio", &h.warmup_ratio, "in [0, 1]");
         }
+        if !(0.0..1.0).contains(&h.label_smoothing) {
+            return out_of_range("label_smoothing", &h.label_smoothing, "in [0, 1)");
+        }
+        if !(h.layer_lr_decay > 0.0 && h.layer_lr_decay <= 1.0) {
+            return out_of_range("layer_lr_decay", &h.layer_lr_decay, "in (0, 1]");
+        }
         if !(0.0..1.0).contains(&self.val_split) {
             return out_of_range("val_split", &self.val_split, "in [0, 1)");
         }
@@ -126,7 +133,19 @@ mod tests {
             "`val_split` 1 is out of range: must be in [0, 1)"
         );
         type Set = fn(&mut FinetuneConfig);
-        let cases: [(Set, &str); 6] = [
+        let cases: [(Set, &str); 9] = [
+            (
+                |c| c.hyper.label_smoothing = 1.0,
+                "`label_smoothing` 1 is out of range: must be in [0, 1)",
+            ),
+            (
+                |c| c.hyper.layer_lr_decay = 0.0,
+                "`layer_lr_decay` 0 is out of range: must be in (0, 1]",
+            ),
+            (
+                |c| c.hyper.layer_lr_decay = 1.5,
+                "`layer_lr_decay` 1.5 is out of range: must be in (0, 1]",
+            ),
             (
                 |c| c.hyper.lr = -1.0,
                 "`lr` -1 is out of range: must be a finite number ≥ 0",

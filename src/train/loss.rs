@@ -24,13 +24,47 @@ pub fn weighted_cross_entropy_composed(
     labels: &[usize],
     weights: &[f32],
 ) -> Result<Tensor> {
+    smoothed_cross_entropy(logits, labels, weights, 0.0)
+}
+
+/// The training loss: [`weighted_cross_entropy`], with label smoothing `epsilon` when it is
+/// above 0 ([`smoothed_cross_entropy`]).
+pub fn training_loss(
+    logits: &Tensor,
+    labels: &[usize],
+    weights: &[f32],
+    epsilon: f64,
+) -> Result<Tensor> {
+    if epsilon > 0.0 {
+        smoothed_cross_entropy(logits, labels, weights, epsilon)
+    } else {
+        weighted_cross_entropy(logits, labels, weights)
+    }
+}
+
+/// Class-weighted cross-entropy with label smoothing ε, from candle's differentiable ops, as
+/// `torch.nn.CrossEntropyLoss(weight=w, label_smoothing=ε)` computes it: with
+/// W = Σᵢ w_{yᵢ} and C classes,
+/// (1 − ε)·Σᵢ w_{yᵢ}·(−log p_{i,yᵢ}) / W + (ε / C)·Σᵢ Σ_c w_c·(−log p_{i,c}) / W.
+pub fn smoothed_cross_entropy(
+    logits: &Tensor,
+    labels: &[usize],
+    weights: &[f32],
+    epsilon: f64,
+) -> Result<Tensor> {
     let (batch, classes) = logits.dims2()?;
-    // The per-row coefficient w_y / Σw sits at the label's column, so the loss is one
-    // multiply-and-sum of the log-probabilities.
+    // Each row's coefficients over the classes, so the loss is one multiply-and-sum of the
+    // log-probabilities: (1 − ε)·w_y/W at the label's column, plus ε·w_c/(C·W) at every c.
     let total: f64 = labels.iter().map(|&y| weights[y] as f64).sum();
-    let mut coef = vec![0f32; batch * classes];
-    for (i, &y) in labels.iter().enumerate() {
-        coef[i * classes + y] = (weights[y] as f64 / total) as f32;
+    let spread: Vec<f64> = weights
+        .iter()
+        .map(|&w| epsilon * w as f64 / (classes as f64 * total))
+        .collect();
+    let mut coef = Vec::with_capacity(batch * classes);
+    for &y in labels {
+        coef.extend(spread.iter().map(|&s| s as f32));
+        let at = coef.len() - classes + y;
+        coef[at] = ((1.0 - epsilon) * weights[y] as f64 / total + spread[y]) as f32;
     }
     // Half-precision logits are reduced in f32; f32/f64 keep their precision.
     let dtype = match logits.dtype() {
@@ -96,6 +130,41 @@ mod tests {
         assert_ne!(plain, weighted);
         // Row 1 (label 2) counts 4× as much: its share of the gradient grows from 1/2 to 4/5.
         assert!((weighted[1][2] / plain[1][2] - 1.6).abs() < 1e-5);
+        Ok(())
+    }
+
+    /// torch: F.cross_entropy(x, torch.tensor([2,0]), weight=torch.tensor([2.,1.,0.5]),
+    ///        label_smoothing=0.1) with x as above in float64 → 0.4982219246814179, and
+    ///        x.grad after backward.
+    #[test]
+    fn label_smoothing_matches_torch() -> Result<()> {
+        let x = candle_core::Var::new(&[[1f64, 2., 3.], [1., 0., -1.]], &Device::Cpu)?;
+        let loss = training_loss(x.as_tensor(), &[2, 0], &[2.0, 1.0, 0.5], 0.1)?;
+        assert!((loss.to_scalar::<f64>()? - 0.498_221_924_681_417_9).abs() < 1e-7);
+        let grad = loss
+            .backward()?
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec2::<f64>()?;
+        let want = [
+            [
+                -0.006_259_736_748_047_1,
+                0.042_138_453_439_087_46,
+                -0.035_878_716_691_040_4,
+            ],
+            [
+                -0.236_648_600_572_636_6,
+                0.174_291_827_808_678_2,
+                0.062_356_772_763_958_33,
+            ],
+        ];
+        for (g, w) in grad.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-7, "{grad:?}");
+        }
+        // ε = 0 is the plain weighted loss, through the fused kernel in f32.
+        let x32 = x.as_tensor().to_dtype(DType::F32)?;
+        let plain = training_loss(&x32, &[2, 0], &[2.0, 1.0, 0.5], 0.0)?.to_scalar::<f32>()?;
+        assert!((plain - 0.407_605_96).abs() < 1e-6);
         Ok(())
     }
 }

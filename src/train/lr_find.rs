@@ -5,12 +5,12 @@
 //! large; a rate an order of magnitude below the loss's minimum is a safe peak rate for the
 //! real run. Nothing is saved: the trained weights are thrown away.
 
-use crate::data::batch::{bucketed_batches, TokenBatch};
+use crate::data::batch::TokenBatch;
 use crate::error::{with_batch_size, CandleContext, Error, Result};
 use crate::model::{BertClassifier, Mode, ModelParams};
 use crate::rng::Rng;
 
-use super::loss::weighted_cross_entropy;
+use super::loss::training_loss;
 use super::optim::{AdamW, AdamWConfig};
 use super::{Hyper, TrainData};
 
@@ -143,6 +143,10 @@ pub(crate) fn run(
         ..AdamWConfig::default()
     };
     let mut opt = AdamW::new(&params.vars, adam).ctx("setting up AdamW")?;
+    opt.scale_lr(&super::recipe::layer_lr_scales(
+        opt.names(),
+        hyper.layer_lr_decay,
+    ));
     model.keep_word_gradient(true);
     let lengths: Vec<usize> = data.train.ids.iter().map(Vec::len).collect();
     let mut dropout = Rng::new(hyper.seed ^ 0xD0_0D);
@@ -162,7 +166,7 @@ pub(crate) fn run(
                         .wrapping_add(pass.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 );
                 batches =
-                    bucketed_batches(&lengths, hyper.batch_size, hyper.bucket_window, &mut order)
+                    super::recipe::epoch_batches(hyper, &lengths, &data.train.labels, &mut order)
                         .into_iter();
                 batches.next().expect("at least one row, so one batch")
             }
@@ -176,7 +180,8 @@ pub(crate) fn run(
                 .ctx("forward pass"),
             hyper.batch_size,
         )?;
-        let loss = weighted_cross_entropy(&logits, &labels, &data.class_weights).ctx("loss")?;
+        let loss = training_loss(&logits, &labels, &data.class_weights, hyper.label_smoothing)
+            .ctx("loss")?;
         let value = loss.to_scalar::<f32>().ctx("loss")? as f64;
         if !value.is_finite() {
             stopped = Some(format!("the loss became {value} at lr {lr:.3e}"));

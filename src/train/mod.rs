@@ -10,6 +10,7 @@ pub mod loss;
 mod lr_find;
 pub mod optim;
 mod output;
+pub mod recipe;
 mod steplog;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 pub use crate::checkpoint::meta::{
-    ClassWeights, EpochRecord, Hyper, PhaseSeconds, RunMeta, RunState,
+    ClassWeights, EpochRecord, Hyper, PhaseSeconds, RunMeta, RunState, Sampler,
 };
 pub use callbacks::{
     BestCheckpoint, Callback, Control, EarlyStopping, EpochEnd, MetricsFile, RunEnd, RunStart,
@@ -30,13 +31,13 @@ pub use lr_find::{suggest as suggest_lr, LrCurve, LrFindOptions, LrPoint};
 pub use output::OutputMode;
 
 use crate::checkpoint::CheckpointWriter;
-use crate::data::batch::{bucketed_batches, TokenBatch};
+use crate::data::batch::TokenBatch;
 use crate::error::{with_batch_size, CandleContext, Error, Result};
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::batched::{predict_probs, top_k_indices, Quiet};
 use crate::model::{BertClassifier, Mode, ModelParams};
 use crate::rng::Rng;
-use loss::{weighted_cross_entropy, weighted_cross_entropy_host};
+use loss::{training_loss, weighted_cross_entropy_host};
 use optim::{linear_schedule, AdamW, AdamWConfig};
 
 /// Tokenised rows with class indices.
@@ -122,6 +123,7 @@ pub(crate) fn run_loop(
         ..AdamWConfig::default()
     };
     let mut opt = AdamW::new(&params.vars, adam).ctx("setting up AdamW")?;
+    opt.scale_lr(&recipe::layer_lr_scales(opt.names(), hyper.layer_lr_decay));
     // The word table's gradient in one buffer kept across steps (CPU), not 47 MB afresh.
     model.keep_word_gradient(true);
     let mut state = match resume {
@@ -162,6 +164,8 @@ pub(crate) fn run_loop(
         weight_decay: hyper.weight_decay,
         max_grad_norm: hyper.max_grad_norm,
         decayed: opt.decayed(),
+        label_smoothing: hyper.label_smoothing,
+        lr_scales: opt.lr_scales(),
     })?;
     for cb in callbacks.iter_mut() {
         cb.on_start(&RunStart {
@@ -188,12 +192,7 @@ pub(crate) fn run_loop(
                 .seed
                 .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
-        let batches = bucketed_batches(
-            &lengths,
-            hyper.batch_size,
-            hyper.bucket_window,
-            &mut order_rng,
-        );
+        let batches = recipe::epoch_batches(hyper, &lengths, &data.train.labels, &mut order_rng);
         for cb in callbacks.iter_mut() {
             cb.on_epoch_start(epoch, data.train.len())?;
         }
@@ -218,7 +217,8 @@ pub(crate) fn run_loop(
                     .ctx("forward pass"),
                 hyper.batch_size,
             )?;
-            let loss = weighted_cross_entropy(&logits, &labels, &data.class_weights).ctx("loss")?;
+            let loss = training_loss(&logits, &labels, &data.class_weights, hyper.label_smoothing)
+                .ctx("loss")?;
             let loss_value = loss.to_scalar::<f32>().ctx("loss")? as f64;
             if !loss_value.is_finite() {
                 return Err(Error::Diverged {

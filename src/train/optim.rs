@@ -53,6 +53,8 @@ struct Slot {
     var: Var,
     moments: Tensor,
     decay: bool,
+    /// Factor on the learning rate (layer-wise decay; 1 by default).
+    lr_scale: f64,
 }
 
 /// AdamW over named parameters.
@@ -73,6 +75,7 @@ impl AdamW {
                     var: p.var.clone(),
                     moments: Tensor::zeros((2, p.var.elem_count()), DType::F32, p.var.device())?,
                     decay: decays(&p.name),
+                    lr_scale: 1.0,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -89,6 +92,27 @@ impl AdamW {
             .iter()
             .filter(|s| s.decay)
             .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// Give each parameter its factor on the learning rate (as a PyTorch parameter group with
+    /// its own `lr` under the same schedule: weight decay scales with it).
+    pub fn scale_lr(&mut self, scales: &[f64]) {
+        for (slot, &s) in self.slots.iter_mut().zip(scales) {
+            slot.lr_scale = s;
+        }
+    }
+
+    /// The parameters' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| s.name.as_str())
+    }
+
+    /// Each parameter's factor on the learning rate, by name.
+    pub fn lr_scales(&self) -> Vec<(&str, f64)> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.lr_scale))
             .collect()
     }
 
@@ -128,6 +152,7 @@ impl AdamW {
                 continue;
             };
             let update = Update {
+                lr: (lr * slot.lr_scale) as f32,
                 weight_decay: if slot.decay {
                     c.weight_decay as f32
                 } else {

@@ -1,7 +1,8 @@
 //! The step log, for comparing a run step by step with another tool (`scripts/lockstep.py`):
 //! with `CATBERT_STEP_LOG=FILE` set, the training loop writes JSON Lines to FILE — first the
 //! run's inputs (the training rows' token ids and class indices, class weights, schedule,
-//! optimizer settings, which parameters decay), then one line per optimizer step (epoch, step,
+//! optimizer settings, which parameters decay, label smoothing, each parameter's factor on the
+//! learning rate), then one line per optimizer step (epoch, step,
 //! the training rows of its batch, loss, gradient norm before clipping, learning rate).
 //! Diagnostics only: writing it never changes the run.
 
@@ -27,6 +28,9 @@ pub(super) struct Inputs<'a> {
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub decayed: Vec<&'a str>,
+    pub label_smoothing: f64,
+    /// Each parameter's factor on the learning rate (layer-wise decay).
+    pub lr_scales: Vec<(&'a str, f64)>,
 }
 
 impl StepLog {
@@ -53,6 +57,8 @@ impl StepLog {
             "weight_decay": inputs.weight_decay,
             "max_grad_norm": inputs.max_grad_norm,
             "decayed": inputs.decayed,
+            "label_smoothing": inputs.label_smoothing,
+            "lr_scales": inputs.lr_scales.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         }))?;
         Ok(Some(log))
     }
