@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The options beyond the reference recipe, measured: catbert finetune with each of
+#   reference         the reference's recipe (balanced class weights, random batches)
+#   balanced-sampler  --sampler balanced (class weights none)
+#   smoothing-0.1     --label-smoothing 0.1
+#   llrd-0.8          --layer-lr-decay 0.8
+# over seeds, on a data set, scored on its evaluation rows at the kept epoch (chosen by the
+# hold-out f1_min); prints per-run rows and mean ± std per variant.
+#
+# Data sets (never used to tune an option's default value; both are public):
+#   products  N rows drawn (seeded) from datasets/products/Training_Data.csv, scored on the 938
+#             human-verified queries (default N 10000: about 3 min per run on 2 cores)
+#   spam      the SpamAssassin subjects of scripts/fetch-spam.sh (ham / hard_ham / spam),
+#             trained on train.csv, scored on test.csv (about 1.5 min per run)
+#
+# Usage: scripts/quality-options.sh products|spam [--rows N] [--threads N] [--variants "a b"] SEED...
+# Runs already finished under target/quality-options/ are reused.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+set_name=${1:?usage: scripts/quality-options.sh products|spam [--rows N] [--threads N] SEED...}
+shift
+rows=10000 threads=2 seeds=() variants="reference balanced-sampler smoothing-0.1 llrd-0.8"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rows) rows=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --variants) variants=$2; shift 2 ;;
+    *) seeds+=("$1"); shift ;;
+  esac
+done
+[ ${#seeds[@]} -gt 0 ] || seeds=(42 43 44)
+out=target/quality-options
+mkdir -p "$out"
+bash scripts/fetch-model.sh >/dev/null
+cargo build --release --quiet
+case $set_name in
+  products)
+    train=$out/products-$rows.csv
+    if [ ! -f "$train" ]; then
+      python3 - datasets/products/Training_Data.csv "$train" "$rows" <<'PY'
+import csv, random, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(src, newline="", encoding="utf-8") as f:
+    r = csv.reader(f)
+    head, rows = next(r), list(r)
+random.Random(7).shuffle(rows)
+with open(dst + ".tmp", "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(head)
+    w.writerows(rows[:n])
+import os; os.replace(dst + ".tmp", dst)
+PY
+    fi
+    data=(--train "$train" --text-col product_description --label-col Category
+          --eval datasets/products/Query_and_Validation_Data.csv --eval-label-col HUMAN_VERIFIED_Category)
+    tag=products-$rows ;;
+  spam)
+    scripts/fetch-spam.sh >/dev/null
+    d=$HOME/.cache/catbert/datasets/spam-subjects
+    data=(--train "$d/train.csv" --eval "$d/test.csv")
+    tag=spam ;;
+  *) echo "error: data set must be products or spam, not $set_name" >&2; exit 2 ;;
+esac
+
+flags_of() {
+  case $1 in
+    reference) ;;
+    balanced-sampler) echo --sampler balanced ;;
+    smoothing-*) echo --label-smoothing "${1#smoothing-}" ;;
+    llrd-*) echo --layer-lr-decay "${1#llrd-}" ;;
+    *) echo "error: unknown variant $1" >&2; exit 2 ;;
+  esac
+}
+
+for s in "${seeds[@]}"; do
+  for v in $variants; do
+    ck=$out/$tag-$v-$s
+    [ -f "$ck/catbert.json" ] && [ ! -d "$ck/run" ] && continue
+    echo "== $tag $v seed $s" >&2
+    # shellcheck disable=SC2046
+    target/release/catbert finetune "${data[@]}" --model models/all-MiniLM-L6-v2 --epochs 2 \
+      --metric f1_min --seed "$s" --threads "$threads" --out "$ck" --overwrite --quiet \
+      $(flags_of "$v") >"$ck.log" 2>&1 ||
+      { echo "error: $ck failed: $(tail -1 "$ck.log")" >&2; exit 1; }
+  done
+done
+
+python3 - "$out" "$tag" "$variants" "${seeds[@]}" <<'PY'
+import json, statistics as st, sys
+out, tag, variants, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
+keys = ("accuracy", "f1_weighted", "f1_macro", "f1_min")
+print(f"{tag}: evaluation rows at the kept epoch (hold-out f1_min), all-MiniLM-L6-v2, 2 epochs")
+print("| variant | seed | kept | accuracy | weighted F1 | macro F1 | f1_min |")
+print("|---|---|---|---|---|---|---|")
+summary = []
+for v in variants:
+    vals = []
+    for s in seeds:
+        d = f"{out}/{tag}-{v}-{s}"
+        best = json.load(open(f"{d}/catbert.json"))["best_epoch"]
+        ep = next(e for e in json.load(open(f"{d}/metrics.json")) if e["epoch"] == best)
+        row = [ep["eval"][k] for k in keys]
+        vals.append(row)
+        print(f"| {v} | {s} | {best} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    cols = list(zip(*vals))
+    sd = lambda c: st.stdev(c) if len(c) > 1 else 0.0
+    summary.append(f"| **{v}** | mean ± std of {len(vals)} | | "
+                   + " | ".join(f"{st.mean(c):.4f} ± {sd(c):.4f}" for c in cols) + " |")
+print("\n".join(summary))
+PY
