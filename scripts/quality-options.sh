@@ -4,6 +4,7 @@
 #   balanced-sampler  --sampler balanced (class weights none)
 #   smoothing-0.1     --label-smoothing 0.1
 #   llrd-0.8          --layer-lr-decay 0.8
+# (others by --variants: smoothing-X, llrd-X, lr-X, parts joined by + as in llrd-0.8+lr-1e-4)
 # over seeds, on a data set, scored on its evaluation rows at the kept epoch (chosen by the
 # hold-out f1_min); prints per-run rows and mean ± std per variant.
 #
@@ -63,14 +64,19 @@ PY
   *) echo "error: data set must be products or spam, not $set_name" >&2; exit 2 ;;
 esac
 
+# A variant's flags; parts joined by "+" combine (llrd-0.8+lr-1e-4).
 flags_of() {
-  case $1 in
-    reference) ;;
-    balanced-sampler) echo --sampler balanced ;;
-    smoothing-*) echo --label-smoothing "${1#smoothing-}" ;;
-    llrd-*) echo --layer-lr-decay "${1#llrd-}" ;;
-    *) echo "error: unknown variant $1" >&2; exit 2 ;;
-  esac
+  local part
+  for part in ${1//+/ }; do
+    case $part in
+      reference) ;;
+      balanced-sampler) echo --sampler balanced ;;
+      smoothing-*) echo --label-smoothing "${part#smoothing-}" ;;
+      llrd-*) echo --layer-lr-decay "${part#llrd-}" ;;
+      lr-*) echo --lr "${part#lr-}" ;;
+      *) echo "error: unknown variant $part" >&2; exit 2 ;;
+    esac
+  done
 }
 
 for s in "${seeds[@]}"; do
