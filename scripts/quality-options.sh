@@ -6,7 +6,9 @@
 #   llrd-0.8          --layer-lr-decay 0.8
 # (others by --variants: smoothing-X, llrd-X, lr-X, parts joined by + as in llrd-0.8+lr-1e-4)
 # over seeds, on a data set, scored on its evaluation rows at the kept epoch (chosen by the
-# hold-out f1_min); prints per-run rows and mean ± std per variant.
+# hold-out f1_min); prints per-run rows and mean ± std per variant, and beside them the epoch
+# the same run keeps with --near-tie Z (default 1), re-derived by scripts/near_tie.py (the
+# rule only picks among epochs, so the runs need not be repeated).
 #
 # Data sets (never used to tune an option's default value; both are public):
 #   products  N rows drawn (seeded) from datasets/products/Training_Data.csv, scored on the 938
@@ -14,19 +16,21 @@
 #   spam      the SpamAssassin subjects of scripts/fetch-spam.sh (ham / hard_ham / spam),
 #             trained on train.csv, scored on test.csv (about 1.5 min per run)
 #
-# Usage: scripts/quality-options.sh products|spam [--rows N] [--threads N] [--variants "a b"] SEED...
+# Usage: scripts/quality-options.sh products|spam [--rows N] [--threads N] [--variants "a b"]
+#        [--near-tie Z] SEED...
 # Runs already finished under target/quality-options/ are reused.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 set_name=${1:?usage: scripts/quality-options.sh products|spam [--rows N] [--threads N] SEED...}
 shift
-rows=10000 threads=2 seeds=() variants="reference balanced-sampler smoothing-0.1 llrd-0.8"
+rows=10000 threads=2 seeds=() variants="reference balanced-sampler smoothing-0.1 llrd-0.8" near_tie=1
 while [ $# -gt 0 ]; do
   case $1 in
     --rows) rows=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --variants) variants=$2; shift 2 ;;
+    --near-tie) near_tie=$2; shift 2 ;;
     *) seeds+=("$1"); shift ;;
   esac
 done
@@ -92,26 +96,33 @@ for s in "${seeds[@]}"; do
   done
 done
 
-python3 - "$out" "$tag" "$variants" "${seeds[@]}" <<'PY'
+python3 - "$out" "$tag" "$variants" "$near_tie" "${seeds[@]}" <<'PY'
 import json, statistics as st, sys
-out, tag, variants, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
+sys.path.insert(0, "scripts")
+from near_tie import kept
+out, tag, variants, z, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split(), float(sys.argv[4]), sys.argv[5:]
 keys = ("accuracy", "f1_weighted", "f1_macro", "f1_min")
-print(f"{tag}: evaluation rows at the kept epoch (hold-out f1_min), all-MiniLM-L6-v2, 2 epochs")
-print("| variant | seed | kept | accuracy | weighted F1 | macro F1 | f1_min |")
-print("|---|---|---|---|---|---|---|")
+print(f"{tag}: evaluation rows at the kept epoch (hold-out f1_min), all-MiniLM-L6-v2, 2 epochs;")
+print(f"the last three columns: the same runs re-picked with --near-tie {z:g} (scripts/near_tie.py)")
+print(f"| variant | seed | kept | accuracy | weighted F1 | macro F1 | f1_min | kept (near tie) | weighted F1 | f1_min |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 summary = []
+sd = lambda c: st.stdev(c) if len(c) > 1 else 0.0
 for v in variants:
     vals = []
     for s in seeds:
         d = f"{out}/{tag}-{v}-{s}"
         best = json.load(open(f"{d}/catbert.json"))["best_epoch"]
-        ep = next(e for e in json.load(open(f"{d}/metrics.json")) if e["epoch"] == best)
-        row = [ep["eval"][k] for k in keys]
+        epochs = json.load(open(f"{d}/metrics.json"))
+        at = lambda k: next(e for e in epochs if e["epoch"] == k)["eval"]
+        near = kept(epochs, "f1_min", z) if all("selection_se" in e for e in epochs[1:]) else best
+        row = [at(best)[k] for k in keys] + [at(near)[k] for k in ("f1_weighted", "f1_min")]
         vals.append(row)
-        print(f"| {v} | {s} | {best} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+        print(f"| {v} | {s} | {best} | " + " | ".join(f"{x:.4f}" for x in row[:4])
+              + f" | {near} | " + " | ".join(f"{x:.4f}" for x in row[4:]) + " |")
     cols = list(zip(*vals))
-    sd = lambda c: st.stdev(c) if len(c) > 1 else 0.0
-    summary.append(f"| **{v}** | mean ± std of {len(vals)} | | "
-                   + " | ".join(f"{st.mean(c):.4f} ± {sd(c):.4f}" for c in cols) + " |")
+    cells = [f"{st.mean(c):.4f} ± {sd(c):.4f}" for c in cols]
+    summary.append(f"| **{v}** | mean ± std of {len(vals)} | | " + " | ".join(cells[:4])
+                   + " | | " + " | ".join(cells[4:]) + " |")
 print("\n".join(summary))
 PY

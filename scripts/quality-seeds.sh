@@ -6,7 +6,8 @@
 # One run cannot decide a 0.01 bar: the seed moves the split, the head's init, dropout and the
 # batch order, and the rarest class (45 rows) moves f1_min by 0.01–0.02 per row.
 #
-# Usage: scripts/quality-seeds.sh [--only catbert|torch|none] [--threads N] [--published] SEED...
+# Usage: scripts/quality-seeds.sh [--only catbert|torch|none] [--threads N] [--published]
+#        [--near-tie Z] SEED...
 # Runs already finished under target/quality/ are not run again, an interrupted catbert run goes
 # on with --resume, two instances with --only can share the machine, and --only none just prints
 # the table. --published takes PyTorch's seed 42 from scripts/results/products-minilm-2ep-cpu.json
@@ -14,7 +15,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-only=both threads=2 published=0 seeds=()
+only=both threads=2 published=0 near_tie=1 seeds=()
 while [ $# -gt 0 ]; do
   case $1 in
     --only)
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
       shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --published) published=1; shift ;;
+    --near-tie) near_tie=$2; shift 2 ;;
     *) seeds+=("$1"); shift ;;
   esac
 done
@@ -65,17 +67,24 @@ for s in "${seeds[@]}"; do
   fi
 done
 
-"$py" - "$out" "${seeds[@]}" <<'PY'
+"$py" - "$out" "$near_tie" "${seeds[@]}" <<'PY'
 import json, os, statistics as st, sys
-out, seeds = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, "scripts")
+from near_tie import kept
+out, z, seeds = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 keys = ("accuracy", "f1_weighted", "f1_macro", "f1_min")
 
-def catbert(s):
+def catbert(s, near=False):
     d = f"{out}/catbert-{s}"
     if not os.path.exists(f"{d}/catbert.json"):
         return None
     best = json.load(open(f"{d}/catbert.json"))["best_epoch"]
-    ep = next(e for e in json.load(open(f"{d}/metrics.json")) if e["epoch"] == best)
+    epochs = json.load(open(f"{d}/metrics.json"))
+    if near:
+        if not all("selection_se" in e for e in epochs[1:]):
+            return None
+        best = kept(epochs, "f1_min", z)
+    ep = next(e for e in epochs if e["epoch"] == best)
     return best, [ep["eval"][k] for k in keys]
 
 def torch(s):
@@ -91,7 +100,8 @@ print("human-verified rows, kept epoch (chosen by hold-out f1_min)")
 print("| tool | seed | kept epoch | accuracy | weighted F1 | macro F1 | f1_min |")
 print("|---|---|---|---|---|---|---|")
 means = {}
-for name, get in (("catbert", catbert), ("PyTorch", torch)):
+near_name = f"catbert --near-tie {z:g}"
+for name, get in (("catbert", catbert), (near_name, lambda s: catbert(s, True)), ("PyTorch", torch)):
     rows = [(s, r) for s in seeds if (r := get(s))]
     for s, (best, v) in rows:
         print(f"| {name} | {s} | {best} | " + " | ".join(f"{x:.4f}" for x in v) + " |")
@@ -100,7 +110,8 @@ for name, get in (("catbert", catbert), ("PyTorch", torch)):
         means[name] = [st.mean(c) for c in cols]
         print(f"| {name} | mean ± std of {len(rows)} | | "
               + " | ".join(f"{st.mean(c):.4f} ± {st.stdev(c):.4f}" for c in cols) + " |")
-if len(means) == 2:
-    d = [a - b for a, b in zip(means["catbert"], means["PyTorch"])]
-    print("| catbert − PyTorch (means) | | | " + " | ".join(f"{x:+.4f}" for x in d) + " |")
+for name in ("catbert", near_name):
+    if name in means and "PyTorch" in means:
+        d = [a - b for a, b in zip(means[name], means["PyTorch"])]
+        print(f"| {name} − PyTorch (means) | | | " + " | ".join(f"{x:+.4f}" for x in d) + " |")
 PY

@@ -33,6 +33,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "sampler",
     "label_smoothing",
     "layer_lr_decay",
+    "near_tie",
     "patience",
     "keep_state",
     "overwrite",

@@ -160,6 +160,12 @@ fn epochs_done(out: &Path) -> u64 {
 fn a_killed_run_keeps_its_last_checkpoint_and_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let train = synthetic(dir.path(), "train.csv", 3000);
+    // Near ties on: the best epoch's per-row outcomes must survive the kill in the run state.
+    let finetune_args = |train, out, epochs| {
+        let mut args = finetune_args(train, out, epochs);
+        args.extend(["--near-tie", "1"]);
+        args
+    };
     let whole = dir.path().join("whole");
     let o = run(&finetune_args(&train, &whole, "3"));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -226,7 +232,9 @@ fn assert_same_run(cut: &Path, whole: &Path) {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|e| serde_json::json!([e["epoch"], e["train_loss"], e["holdout"]]))
+            .map(|e| {
+                serde_json::json!([e["epoch"], e["train_loss"], e["holdout"], e["selection_se"]])
+            })
             .collect()
     };
     assert_eq!(

@@ -193,6 +193,47 @@ fn early_stopping_ends_a_run_that_stopped_improving() {
     );
 }
 
+/// `near_tie` changes which epoch is kept, never the training: with a band wide enough that
+/// every difference is a near tie, weighted F1 (then the loss) picks among the same epochs
+/// the strict rule saw, and every later epoch carries the standard error of its difference.
+#[test]
+fn near_ties_go_to_weighted_f1_and_leave_training_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = Table::read(&synthetic(dir.path(), "train.csv", 400), None).unwrap();
+    let run = |near_tie: f64| {
+        let mut config = job(4, None, 1e-3, false).config().clone();
+        config.hyper.near_tie = near_tie;
+        let job = Finetune::new(config).unwrap();
+        let out = dir.path().join(format!("out-{near_tie}"));
+        let prepared = job.prepare(&train, None, &out, OutputMode::New).unwrap();
+        job.fit(prepared, &mut []).unwrap().state
+    };
+    let (strict, near) = (run(0.0), run(1e6));
+    let training = |h: &[catbert::train::EpochRecord]| -> Vec<(f64, Option<f64>)> {
+        h.iter()
+            .map(|e| (e.train_loss, e.holdout.as_ref().unwrap().loss))
+            .collect()
+    };
+    assert_eq!(training(&strict.history), training(&near.history));
+    for e in &near.history {
+        assert_eq!(e.selection_se.is_some(), e.epoch > 1, "epoch {}", e.epoch);
+        assert!(e.selection_se.unwrap_or(0.0) >= 0.0);
+    }
+    let mut best = 1;
+    for e in 2..=near.history.len() {
+        let now = near.history[e - 1].holdout.as_ref().unwrap();
+        let then = near.history[best - 1].holdout.as_ref().unwrap();
+        let first = now.f1_weighted.partial_cmp(&then.f1_weighted).unwrap();
+        if first
+            .then(then.loss.partial_cmp(&now.loss).unwrap())
+            .is_gt()
+        {
+            best = e;
+        }
+    }
+    assert_eq!(near.best_epoch, Some(best));
+}
+
 #[test]
 fn settings_that_cannot_work_are_refused_by_name() {
     let mut config = FinetuneConfig::default();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::bootstrap::RowOutcomes;
 use crate::metrics::{Evaluation, Metric};
 use crate::rng::Rng;
 
@@ -49,6 +50,11 @@ pub struct Hyper {
     /// last.
     #[serde(skip_serializing_if = "is_one")]
     pub layer_lr_decay: f64,
+    /// Epochs whose selection metric differs from the best so far by at most this many
+    /// standard errors of the difference (paired bootstrap on the selecting rows) count as
+    /// tied, and the tie-breaks decide (0 = only exact ties, as the reference).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub near_tie: f64,
 }
 
 // Settings at their default are left out of the JSON, so runs saved before they existed keep
@@ -76,6 +82,7 @@ impl Default for Hyper {
             sampler: Sampler::Random,
             label_smoothing: 0.0,
             layer_lr_decay: 1.0,
+            near_tie: 0.0,
         }
     }
 }
@@ -163,6 +170,11 @@ pub struct EpochRecord {
     /// written before it was kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_losses: Vec<f32>,
+    /// The standard error of the difference of the selection metric between this epoch and
+    /// the best one before it, by paired bootstrap on the selecting rows (none for the first
+    /// epoch and in runs written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_se: Option<f64>,
 }
 
 impl EpochRecord {
@@ -195,6 +207,10 @@ pub struct RunState {
     /// Why the run stopped before its last epoch (early stopping), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
+    /// The best epoch's outcome on every selecting row, to test later epochs' differences
+    /// against (absent in runs saved before it was kept: those compare exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_rows: Option<RowOutcomes>,
 }
 
 /// The `args` section of `catbert.json`.

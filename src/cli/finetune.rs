@@ -78,6 +78,11 @@ pub struct Settings {
     /// the rate of the layer above it, the head at --lr [default: 1, off].
     #[arg(long, allow_negative_numbers = true)]
     pub layer_lr_decay: Option<f64>,
+    /// Epochs whose --metric differs from the best by at most this many standard errors of
+    /// the difference (paired bootstrap on the hold-out) count as tied, settled by weighted
+    /// F1 then loss; 0 keeps only exact ties [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub near_tie: Option<f64>,
     /// Stratified fraction of the training rows held out to pick the best epoch [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     pub val_split: Option<f64>,
@@ -192,6 +197,7 @@ pub(super) fn load_settings(
         sampler,
         label_smoothing,
         layer_lr_decay,
+        near_tie,
         val_split,
         seed,
         out,
@@ -313,6 +319,7 @@ pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> Finetu
             sampler,
             label_smoothing: s.label_smoothing.unwrap_or(h.label_smoothing),
             layer_lr_decay: s.layer_lr_decay.unwrap_or(h.layer_lr_decay),
+            near_tie: s.near_tie.unwrap_or(h.near_tie),
         },
         device: run.device,
         precision: run.precision,

@@ -78,6 +78,12 @@ pub fn print_prepared(
     if h.layer_lr_decay < 1.0 {
         beyond.push(format!("layer-wise lr decay {}", h.layer_lr_decay));
     }
+    if h.near_tie > 0.0 {
+        beyond.push(format!(
+            "near ties within {}×SE settled by weighted F1",
+            h.near_tie
+        ));
+    }
     if !beyond.is_empty() {
         ui.info(&format!(
             "beyond the reference recipe: {}",

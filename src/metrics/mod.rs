@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bootstrap;
 mod table;
 pub use table::format_table;
 
@@ -79,7 +80,13 @@ pub fn evaluate(y_true: &[usize], y_pred: &[usize], n_classes: usize) -> Evaluat
         );
         confusion[t][p] += 1;
     }
-    let n = y_true.len();
+    from_confusion(confusion)
+}
+
+/// All metrics from a confusion matrix (rows = true class, columns = predicted class).
+pub fn from_confusion(confusion: Vec<Vec<usize>>) -> Evaluation {
+    let n_classes = confusion.len();
+    let n: usize = confusion.iter().flatten().sum();
 
     let per_class: Vec<ClassMetrics> = (0..n_classes)
         .map(|c| {

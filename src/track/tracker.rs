@@ -301,6 +301,7 @@ pub fn run_params(meta: &RunMeta) -> Vec<(String, String)> {
         ("sampler", h.sampler.name().to_string()),
         ("label_smoothing", h.label_smoothing.to_string()),
         ("layer_lr_decay", h.layer_lr_decay.to_string()),
+        ("near_tie", h.near_tie.to_string()),
     ] {
         params.retain(|(k, _)| k != key);
         params.push((key.into(), value));

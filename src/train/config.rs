@@ -83,6 +83,7 @@ impl FinetuneConfig {
             ("lr", h.lr),
             ("weight_decay", h.weight_decay),
             ("max_grad_norm", h.max_grad_norm),
+            ("near_tie", h.near_tie),
         ] {
             if !(x.is_finite() && x >= 0.0) {
                 return out_of_range(key, &x, "a finite number ≥ 0");
@@ -133,7 +134,7 @@ mod tests {
             "`val_split` 1 is out of range: must be in [0, 1)"
         );
         type Set = fn(&mut FinetuneConfig);
-        let cases: [(Set, &str); 9] = [
+        let cases: [(Set, &str); 10] = [
             (
                 |c| c.hyper.label_smoothing = 1.0,
                 "`label_smoothing` 1 is out of range: must be in [0, 1)",
@@ -145,6 +146,10 @@ mod tests {
             (
                 |c| c.hyper.layer_lr_decay = 1.5,
                 "`layer_lr_decay` 1.5 is out of range: must be in (0, 1]",
+            ),
+            (
+                |c| c.hyper.near_tie = f64::INFINITY,
+                "`near_tie` inf is out of range: must be a finite number ≥ 0",
             ),
             (
                 |c| c.hyper.lr = -1.0,

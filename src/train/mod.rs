@@ -11,6 +11,7 @@ mod lr_find;
 pub mod optim;
 mod output;
 pub mod recipe;
+mod select;
 mod steplog;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub use output::OutputMode;
 use crate::checkpoint::CheckpointWriter;
 use crate::data::batch::TokenBatch;
 use crate::error::{with_batch_size, CandleContext, Error, Result};
+use crate::metrics::bootstrap::RowOutcomes;
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::batched::{predict_probs, top_k_indices, Quiet};
 use crate::model::{BertClassifier, Mode, ModelParams};
@@ -148,6 +150,7 @@ pub(crate) fn run_loop(
             best_score: None,
             best_reason: None,
             stopped_early: None,
+            best_rows: None,
         },
     };
     sync_meta(&mut meta, &state);
@@ -278,20 +281,33 @@ pub(crate) fn run_loop(
         }
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let mut evaluate_on = |what: &str, ex: &Option<Examples>| -> Result<Option<Evaluation>> {
+        let mut evaluate_on = |what: &str, ex: &Option<Examples>| -> Result<Option<Scored>> {
             let Some(ex) = ex else { return Ok(None) };
             for cb in callbacks.iter_mut() {
                 cb.on_evaluating(what);
             }
-            Ok(Some(evaluate_examples(
-                model,
-                ex,
-                data,
-                hyper.eval_batch_size,
-            )?))
+            Ok(Some(evaluate_rows(model, ex, data, hyper.eval_batch_size)?))
         };
         let holdout = evaluate_on("hold-out", &data.holdout)?;
         let eval = evaluate_on("eval", &data.eval)?;
+        // The rows that select: the hold-out, else the evaluation rows (as `selection()`).
+        let selecting = match (&holdout, &data.holdout) {
+            (Some((_, rows)), Some(ex)) => Some((rows, ex)),
+            _ => eval.as_ref().map(|(_, rows)| rows).zip(data.eval.as_ref()),
+        };
+        let selection_se = match (selecting, &state.best_rows) {
+            (Some((rows, ex)), Some(best)) => crate::metrics::bootstrap::paired_se(
+                hyper.metric,
+                &ex.labels,
+                &data.class_weights,
+                best,
+                rows,
+                crate::metrics::bootstrap::RESAMPLES,
+                hyper.seed ^ ((epoch as u64) << 32),
+            ),
+            _ => None,
+        };
+        let rows = selecting.map(|(rows, _)| rows.clone());
         let record = EpochRecord {
             epoch,
             steps: batches.len(),
@@ -300,22 +316,36 @@ pub(crate) fn run_loop(
             train_samples_per_s: seen as f64 / train_seconds.max(1e-9),
             learning_rate_end: lr,
             phase_seconds: phases,
-            holdout,
-            eval,
+            holdout: holdout.map(|(e, _)| e),
+            eval: eval.map(|(e, _)| e),
             step_losses,
+            selection_se,
         };
         let score = record
             .selection()
             .and_then(|e| hyper.metric.value(e))
             .unwrap_or(f64::NAN);
-        let previous = state.best_epoch.and_then(|b| state.history.get(b - 1));
-        let (is_best, why) = pick_best(hyper.metric, score, &record, state.best_score, previous);
+        let candidate = select::Candidate {
+            record: &record,
+            score,
+            se: selection_se,
+        };
+        let incumbent =
+            (state.best_epoch.and_then(|b| state.history.get(b - 1))).map(|r| select::Incumbent {
+                record: r,
+                score: state.best_score,
+            });
+        let (is_best, why) =
+            select::pick_best(hyper.metric, hyper.near_tie, &candidate, incumbent.as_ref());
         state.history.push(record.clone());
         state.epochs_done = epoch;
         state.optimizer_steps = opt.steps();
         if is_best {
             state.best_epoch = Some(epoch);
             state.best_score = Some(score).filter(|s| s.is_finite());
+            state.best_reason = why;
+            state.best_rows = rows;
+        } else if why.is_some() {
             state.best_reason = why;
         }
         sync_meta(&mut meta, &state);
@@ -375,52 +405,6 @@ pub(crate) fn run_loop(
     })
 }
 
-/// Whether `record` (scoring `score` by `metric`) beats the best epoch so far, and why when
-/// it took a tie-break: on a tie of `metric`, the higher weighted F1 wins, then the lower loss
-/// (of the selecting evaluation); a full tie keeps the earlier epoch.
-fn pick_best(
-    metric: crate::metrics::Metric,
-    score: f64,
-    record: &EpochRecord,
-    best_score: Option<f64>,
-    previous: Option<&EpochRecord>,
-) -> (bool, Option<String>) {
-    let Some(previous) = previous else {
-        return (true, None);
-    };
-    let Some(best) = best_score else {
-        return (score.is_finite(), None);
-    };
-    if metric.improves(score, best) {
-        return (true, None);
-    }
-    if score != best {
-        return (false, None);
-    }
-    let (Some(now), Some(then)) = (record.selection(), previous.selection()) else {
-        return (false, None);
-    };
-    let tie = |name: &str, a: f64, b: f64| {
-        format!(
-            "tied with epoch {} on {metric} {score:.4}; {name} {a:.4} vs {b:.4}",
-            previous.epoch
-        )
-    };
-    if metric != crate::metrics::Metric::F1Weighted && now.f1_weighted != then.f1_weighted {
-        let won = now.f1_weighted > then.f1_weighted;
-        return (
-            won,
-            won.then(|| tie("higher f1_weighted", now.f1_weighted, then.f1_weighted)),
-        );
-    }
-    match (now.loss, then.loss) {
-        (Some(a), Some(b)) if metric != crate::metrics::Metric::Loss && a < b => {
-            (true, Some(tie("lower loss", a, b)))
-        }
-        _ => (false, None),
-    }
-}
-
 /// Copy history, best epoch and stop reason into `catbert.json`'s fields.
 fn sync_meta(meta: &mut RunMeta, state: &RunState) {
     meta.epochs = state.history.clone();
@@ -431,13 +415,16 @@ fn sync_meta(meta: &mut RunMeta, state: &RunState) {
     meta.kernel_fallbacks = crate::kernels::selfcheck::fallbacks();
 }
 
-/// Metrics and weighted loss of the model on labelled examples.
-pub fn evaluate_examples(
+/// An evaluation with what the model did on each row.
+type Scored = (Evaluation, RowOutcomes);
+
+/// Metrics and weighted loss of the model on labelled examples, with the per-row outcomes.
+pub fn evaluate_rows(
     model: &BertClassifier,
     ex: &Examples,
     data: &TrainData,
     batch_size: usize,
-) -> Result<Evaluation> {
+) -> Result<Scored> {
     let classes = model.num_labels();
     let probs = predict_probs(model, &ex.ids, data.pad_id, batch_size, &Quiet)?;
     let predicted: Vec<usize> = probs
@@ -451,7 +438,13 @@ pub fn evaluate_examples(
         &ex.labels,
         &data.class_weights,
     ));
-    Ok(e)
+    let rows = RowOutcomes {
+        predicted: predicted.iter().map(|&p| p as u32).collect(),
+        nll: (probs.chunks(classes).zip(&ex.labels))
+            .map(|(row, &y)| -row[y].max(f32::MIN_POSITIVE).ln())
+            .collect(),
+    };
+    Ok((e, rows))
 }
 
 /// A short hash of everything that must match for a resumed run to continue.
@@ -483,6 +476,3 @@ fn fingerprint(hyper: &Hyper, data: &TrainData) -> String {
     }
     format!("{h:016x}")
 }
-
-#[cfg(test)]
-mod tests;
