@@ -106,3 +106,63 @@ fn lr_find_refuses_what_does_not_apply_and_never_overwrites_a_curve() {
     );
     assert_eq!(std::fs::read(&curve).unwrap(), b"keep me\n");
 }
+
+/// `finetune --lr auto` trains at what `lr-find` with the same settings suggests (the printed
+/// two digits), records that rate, and a resumed run keeps it without searching again.
+#[test]
+fn finetune_lr_auto_trains_at_lr_finds_suggestion_and_resume_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = synthetic(dir.path(), "train.csv", 300);
+    let o = lr_find(&train, &["--batch-size", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let suggested = err
+        .lines()
+        .find_map(|l| l.strip_prefix("suggested --lr "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+
+    let tiny = oracle().join("tiny");
+    let out = dir.path().join("out");
+    let finetune = |epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "finetune",
+            "--train",
+            s(&train),
+            "--model",
+            s(&tiny),
+            "--batch-size",
+            "8",
+            "--lr",
+            "auto",
+            "--epochs",
+            epochs,
+            "--keep-state",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        let o = catbert(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = finetune("1", &[]);
+    assert!(
+        err.contains(&format!("; training at a tenth of it, --lr {suggested}")),
+        "{err}"
+    );
+    let lr = |meta: serde_json::Value| meta["args"]["hyper"]["lr"].as_f64().unwrap();
+    let want: f64 = suggested.parse().unwrap();
+    assert_eq!(lr(read_json(&out.join("catbert.json"))), want);
+
+    let err = finetune("2", &["--resume"]);
+    assert!(
+        err.contains(&format!(
+            "--lr auto: resuming at the rate found when the run started, {suggested}"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("lr-find ("), "{err}");
+    assert_eq!(lr(read_json(&out.join("catbert.json"))), want);
+}

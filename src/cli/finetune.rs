@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::finetune_view::{print_outcome, print_prepared, Progress};
+use super::lr_find::{auto_lr, LrArg};
 use super::progress::Ui;
 use super::tracking::{TrackArgs, Tracking};
 use super::RunArgs;
@@ -47,9 +48,10 @@ pub struct Settings {
     /// Rows per optimizer step [default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate of AdamW [default: 5e-5].
+    /// Peak learning rate of AdamW, or `auto`: the suggestion of `catbert lr-find` with these
+    /// settings, found before the run [default: 5e-5].
     #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f64>,
+    pub lr: Option<LrArg>,
     /// Fraction of steps of linear warm-up before linear decay to 0 [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     pub warmup_ratio: Option<f64>,
@@ -308,7 +310,10 @@ pub(super) fn to_config(s: &Settings, run: &RunArgs, keep_state: bool) -> Finetu
         hyper: crate::train::Hyper {
             epochs: s.epochs.unwrap_or(h.epochs),
             batch_size: s.batch_size.unwrap_or(h.batch_size),
-            lr: s.lr.unwrap_or(h.lr),
+            lr: match s.lr {
+                Some(LrArg::Rate(lr)) => lr,
+                _ => h.lr,
+            },
             warmup_ratio: s.warmup_ratio.unwrap_or(h.warmup_ratio),
             weight_decay: s.weight_decay.unwrap_or(h.weight_decay),
             max_grad_norm: s.max_grad_norm.unwrap_or(h.max_grad_norm),
@@ -355,6 +360,10 @@ pub fn run(args: FinetuneArgs, ui: &Ui) -> anyhow::Result<()> {
         (true, _) => OutputMode::Resume,
         (_, true) => OutputMode::Overwrite,
         _ => OutputMode::New,
+    };
+    let job = match s.lr {
+        Some(LrArg::Auto) => auto_lr(ui, job, &train, &out, mode)?,
+        _ => job,
     };
     let prepared = job.prepare(&train, eval.as_ref(), &out, mode)?;
     print_prepared(
@@ -456,7 +465,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.epochs, Some(3));
-        assert_eq!(s.lr, Some(1e-4));
+        assert_eq!(s.lr, Some(LrArg::Rate(1e-4)));
         assert_eq!(s.metric, Some(Metric::Accuracy));
         assert_eq!(s.class_weights, Some(ClassWeights::None));
         assert_eq!(s.train.as_deref(), Some(Path::new("a.csv")));

@@ -1,7 +1,7 @@
 //! `catbert lr-find`: the learning-rate range test with `finetune`'s settings (flags or the same
 //! `--config`); prints the curve and a suggested `--lr`, and with `--curve` writes every step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -10,7 +10,7 @@ use super::progress::Ui;
 use super::RunArgs;
 use crate::data::Table;
 use crate::error::Error;
-use crate::train::{Finetune, LrCurve, LrFindOptions};
+use crate::train::{Finetune, LrCurve, LrFindOptions, OutputMode};
 
 #[derive(Debug, Args)]
 pub struct LrFindArgs {
@@ -142,4 +142,113 @@ fn print_curve(ui: &Ui, curve: &LrCurve) {
         "suggested --lr {:.1e} (a tenth of the lowest point's rate)",
         curve.suggested_lr
     ));
+}
+
+/// `--lr` of `finetune`: a peak rate, or `auto` (the range test's suggestion, found first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrArg {
+    /// This rate.
+    Rate(f64),
+    /// What `catbert lr-find` with the run's settings suggests.
+    Auto,
+}
+
+impl std::str::FromStr for LrArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(LrArg::Auto);
+        }
+        s.parse()
+            .map(LrArg::Rate)
+            .map_err(|_| format!("expected a number or `auto`, not \"{s}\""))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LrArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = LrArg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or \"auto\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<LrArg, E> {
+                Ok(LrArg::Rate(x))
+            }
+            fn visit_i64<E: serde::de::Error>(self, x: i64) -> Result<LrArg, E> {
+                Ok(LrArg::Rate(x as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, x: u64) -> Result<LrArg, E> {
+                Ok(LrArg::Rate(x as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LrArg, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `finetune --lr auto`: the job at the rate the range test suggests for it (rounded to the two
+/// digits printed, so `--lr` with the printed value repeats the run). A resumed run keeps the
+/// rate it started with, read from its `catbert.json`.
+pub(super) fn auto_lr(
+    ui: &Ui,
+    job: Finetune,
+    train: &Table,
+    out: &Path,
+    mode: OutputMode,
+) -> anyhow::Result<Finetune> {
+    let saved = out.join(crate::checkpoint::META_FILE);
+    if mode == OutputMode::Resume && saved.is_file() {
+        let lr = crate::checkpoint::meta::RunMeta::read(&saved)?
+            .args
+            .hyper
+            .lr;
+        ui.info(&format!(
+            "--lr auto: resuming at the rate found when the run started, {lr:.1e}"
+        ));
+        return Ok(job.with_lr(lr)?);
+    }
+    let opts = LrFindOptions::default();
+    let started = std::time::Instant::now();
+    let (_, curve) = job.lr_find(train, &opts)?;
+    let lr: f64 = format!("{:.1e}", curve.suggested_lr).parse()?;
+    ui.info(&format!(
+        "--lr auto: lr-find ({} steps, {:.0} s) found the lowest smoothed loss at lr {:.1e}; training at a tenth of it, --lr {lr:.1e}",
+        curve.points.len(),
+        started.elapsed().as_secs_f64(),
+        curve.min_loss_lr,
+    ));
+    Ok(job.with_lr(lr)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LrArg;
+
+    #[test]
+    fn lr_is_a_number_or_auto_on_the_command_line_and_in_toml() {
+        assert_eq!("auto".parse(), Ok(LrArg::Auto));
+        assert_eq!("2e-4".parse(), Ok(LrArg::Rate(2e-4)));
+        assert_eq!(
+            "fast".parse::<LrArg>(),
+            Err("expected a number or `auto`, not \"fast\"".to_string())
+        );
+        #[derive(serde::Deserialize)]
+        struct T {
+            lr: LrArg,
+        }
+        let read = |s: &str| toml::from_str::<T>(s).map(|t| t.lr);
+        assert_eq!(read("lr = \"auto\"").unwrap(), LrArg::Auto);
+        assert_eq!(read("lr = 1e-4").unwrap(), LrArg::Rate(1e-4));
+        assert_eq!(read("lr = 1").unwrap(), LrArg::Rate(1.0));
+        let err = read("lr = \"fast\"").unwrap_err().to_string();
+        assert!(
+            err.contains("expected a number or `auto`, not \"fast\""),
+            "{err}"
+        );
+    }
 }

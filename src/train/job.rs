@@ -100,6 +100,14 @@ impl Finetune {
         self
     }
 
+    /// The same job at peak learning rate `lr` (how `--lr auto` applies [`Finetune::lr_find`]'s
+    /// suggestion), refused if out of range.
+    pub fn with_lr(mut self, lr: f64) -> Result<Self> {
+        self.config.hyper.lr = lr;
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// The settings.
     pub fn config(&self) -> &FinetuneConfig {
         &self.config
