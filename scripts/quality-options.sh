@@ -4,7 +4,8 @@
 #   balanced-sampler  --sampler balanced (class weights none)
 #   smoothing-0.1     --label-smoothing 0.1
 #   llrd-0.8          --layer-lr-decay 0.8
-# (others by --variants: smoothing-X, llrd-X, lr-X, parts joined by + as in llrd-0.8+lr-1e-4)
+# (others by --variants: smoothing-X, llrd-X, lr-X, lr-auto (the lr-find suggestion), parts
+# joined by + as in llrd-0.8+lr-1e-4)
 # over seeds, on a data set, scored on its evaluation rows at the kept epoch (chosen by the
 # hold-out f1_min); prints per-run rows and mean ± std per variant, and beside them the epoch
 # the same run keeps with --near-tie Z (default 1), re-derived by scripts/near_tie.py (the
@@ -77,6 +78,7 @@ flags_of() {
       balanced-sampler) echo --sampler balanced ;;
       smoothing-*) echo --label-smoothing "${part#smoothing-}" ;;
       llrd-*) echo --layer-lr-decay "${part#llrd-}" ;;
+      lr-auto) echo --lr auto ;;
       lr-*) echo --lr "${part#lr-}" ;;
       *) echo "error: unknown variant $part" >&2; exit 2 ;;
     esac

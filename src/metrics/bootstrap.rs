@@ -116,34 +116,29 @@ mod tests {
         (truth, model(5), model(7))
     }
 
-    /// The paired standard error of an accuracy difference has a closed form: the rows'
-    /// differences d = right_b − right_a ∈ {−1, 0, 1} give SE = sd(d) / √n.
+    /// The standard error of the mean of the rows' differences `d`: sd(d) / √n.
+    fn closed_form(d: &[f64]) -> f64 {
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt() / n.sqrt()
+    }
+
+    /// A paired difference of means has a closed form: accuracy is the mean of right (1) and
+    /// wrong (0), and with unit weights the loss is the mean of the rows' losses.
     #[test]
-    fn accuracy_difference_matches_the_closed_form() {
+    fn accuracy_and_loss_differences_match_the_closed_form() {
         let n = 3000;
         let (truth, a, b) = pair(n);
         let right = |r: &RowOutcomes, i: usize| (r.predicted[i] as usize == truth[i]) as i32;
-        let d: Vec<f64> = (0..n)
+        let accuracy: Vec<f64> = (0..n)
             .map(|i| (right(&b, i) - right(&a, i)) as f64)
             .collect();
-        let mean = d.iter().sum::<f64>() / n as f64;
-        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-        let exact = sd / (n as f64).sqrt();
-        let se = paired_se(Metric::Accuracy, &truth, &[1.0; 3], &a, &b, 4000, 7).unwrap();
-        assert!((se / exact - 1.0).abs() < 0.05, "{se} vs {exact}");
-    }
-
-    /// With unit weights the loss is a plain mean, so the same closed form holds for it.
-    #[test]
-    fn loss_difference_matches_the_closed_form() {
-        let n = 3000;
-        let (truth, a, b) = pair(n);
-        let d: Vec<f64> = (0..n).map(|i| (b.nll[i] - a.nll[i]) as f64).collect();
-        let mean = d.iter().sum::<f64>() / n as f64;
-        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-        let exact = sd / (n as f64).sqrt();
-        let se = paired_se(Metric::Loss, &truth, &[1.0; 3], &a, &b, 4000, 7).unwrap();
-        assert!((se / exact - 1.0).abs() < 0.05, "{se} vs {exact}");
+        let loss: Vec<f64> = (0..n).map(|i| (b.nll[i] - a.nll[i]) as f64).collect();
+        for (metric, d) in [(Metric::Accuracy, accuracy), (Metric::Loss, loss)] {
+            let exact = closed_form(&d);
+            let se = paired_se(metric, &truth, &[1.0; 3], &a, &b, 4000, 7).unwrap();
+            assert!((se / exact - 1.0).abs() < 0.05, "{metric}: {se} vs {exact}");
+        }
     }
 
     #[test]
